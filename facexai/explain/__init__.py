@@ -1,0 +1,33 @@
+"""Explainers: FAME, FG-CAM, LIFT-CAM and the Grad-CAM-family and CorrRISE baselines.
+
+>>> from facexai.explain import create_explainer, ClassTarget
+>>> explainer = create_explainer("gradcam", target_layer="layer4")
+>>> maps = explainer(model, images, ClassTarget(labels))  # (N, H, W) in [0, 1]
+"""
+
+from facexai.explain.base import Explainer, postprocess
+from facexai.explain.pairs import explain_pairs, pair_targets
+from facexai.explain.registry_instance import (
+    EXPLAINERS,
+    available_explainers,
+    create_explainer,
+    register_explainer,
+)
+from facexai.explain.targets import ClassTarget, SimilarityTarget, Target
+
+# Method modules register themselves on import; one file per method.
+from facexai.explain import gradcam  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "EXPLAINERS",
+    "ClassTarget",
+    "Explainer",
+    "SimilarityTarget",
+    "Target",
+    "available_explainers",
+    "create_explainer",
+    "explain_pairs",
+    "pair_targets",
+    "postprocess",
+    "register_explainer",
+]

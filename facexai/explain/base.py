@@ -1,0 +1,154 @@
+"""The Explainer base class: one place for input checks, autograd hygiene and post-processing.
+
+Every explainer holds options only (no model reference), so it can be built from YAML before the
+model exists. ``__call__`` wraps the method-specific :meth:`Explainer.explain` in the guarantees
+DESIGN.md fixes: eval mode during the call with every module's flag restored afterwards, gradients
+enabled even under ``torch.no_grad()``/``torch.inference_mode()`` (Lightning validates under
+both), float32 even inside an autocast region, and the shared ReLU -> upsample -> min-max
+post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from facexai.explain.targets import ClassTarget, Target
+
+
+class Explainer(ABC):
+    """Base class of all explainers.
+
+    Subclasses implement :meth:`explain`, which returns a raw, signed map per sample at any
+    resolution; the base class validates inputs, restores model state and post-processes.
+    """
+
+    #: registry name, set by :func:`facexai.explain.register_explainer`
+    name: str = ""
+
+    def __call__(self, model: nn.Module, images: Tensor, target: Target | None = None) -> Tensor:
+        """Explain ``target`` for ``images`` under ``model``.
+
+        Args:
+            model: maps a normalised image batch (N, 3, H, W) to logits or embeddings.
+            images: normalised image batch (N, 3, H, W), finite floats.
+            target: what to explain; ``None`` explains the predicted class of a classifier.
+
+        Returns:
+            Maps (N, H, W), float32 in [0, 1], on the images' device.
+        """
+        check_images(images)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        with explanation_mode(model):
+            images = images.detach().to(torch.float32).clone()
+            target = self._resolve_target(model, images, target)
+            raw = self.explain(model, images, target)
+            return postprocess(raw.detach(), images.shape[-2:])
+
+    @abstractmethod
+    def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """Method-specific raw maps (N, h, w), signed, before ReLU/upsampling/normalisation."""
+
+    def _resolve_target(self, model: nn.Module, images: Tensor, target: Target | None) -> Target:
+        if target is None:
+            with torch.no_grad():
+                output = model(images)
+            if output.dim() != 2:
+                raise ValueError(
+                    "target=None explains the predicted class, which needs logits (N, K); "
+                    f"the model returned shape {tuple(output.shape)}. Pass a ClassTarget or "
+                    "SimilarityTarget"
+                )
+            target = ClassTarget(output.argmax(dim=1))
+        if not isinstance(target, Target):
+            raise TypeError(
+                f"target must be a ClassTarget, SimilarityTarget or None, got {type(target).__name__}"
+            )
+        target.check(len(images))
+        # Re-create the target's tensors here: ones made under inference_mode cannot be saved
+        # for backward, and the explainer must own copies on the images' device.
+        return target.to(images.device).select(torch.arange(len(target), device=images.device))
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({opts})"
+
+
+def check_images(images: Any) -> None:
+    """Raise a clear error unless ``images`` is a finite float batch (N, 3, H, W)."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"images must be floating point (normalised), got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or Inf values")
+
+
+def check_positive(name: str, value: float | int, integer: bool = False) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``value`` is a positive (integer) number."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+@contextmanager
+def explanation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode, gradients on, float32, for the duration of one explanation.
+
+    Every module's ``training`` flag is restored afterwards, also after an exception, so an
+    explainer called from a training loop never leaves BatchNorm or Dropout switched.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    device_type = _device_type(model)
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
+            device_type=device_type, enabled=False
+        ):
+            model.eval()
+            yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _device_type(model: nn.Module) -> str:
+    for tensor in model.parameters():
+        return tensor.device.type
+    return "cpu"
+
+
+def postprocess(maps: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """ReLU, bilinear upsampling to ``size`` (align_corners=False), per-map min-max to [0, 1].
+
+    A constant map (no evidence at all) becomes all zeros instead of 0/0 = NaN.
+    """
+    if maps.dim() != 3:
+        raise ValueError(f"raw maps must have shape (N, h, w), got {tuple(maps.shape)}")
+    maps = torch.relu(maps.float())
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return minmax(maps)
+
+
+def minmax(maps: Tensor) -> Tensor:
+    """Per-map min-max normalisation of (N, H, W) to [0, 1]; constant maps become zeros."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    span = flat.max(dim=1).values[:, None, None] - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))

@@ -1,0 +1,98 @@
+"""Finding and hooking layers by their dotted names, with hooks that never outlive a call."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name`` in ``model.named_modules()``.
+
+    Raises:
+        ValueError: naming the layer and listing the closest valid names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"target_layer must be a dotted module name (str), got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f" Closest matches: {', '.join(close)}." if close else ""
+    raise ValueError(f"Layer {name!r} is not in {type(model).__name__}.{hint}")
+
+
+def last_feature_layer(model: nn.Module, images: Tensor) -> str:
+    """Name of the last module (in completion order) whose output is a 4-D feature map.
+
+    This is the default CAM layer: for a ResNet it is ``layer4``, for a VGG the final pooling of
+    ``features``, i.e. the last spatial representation before the head flattens it.
+    """
+    finished: list[str] = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, Tensor) and output.dim() == 4:
+                finished.append(name)
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not finished:
+        raise ValueError(
+            f"{type(model).__name__} has no layer with a 4-D (N, C, h, w) output; "
+            "CAM methods need a convolutional feature map"
+        )
+    return finished[-1]
+
+
+@contextmanager
+def capture_output(
+    model: nn.Module,
+    name: str,
+    replace: Callable[[Tensor], Tensor] | None = None,
+) -> Iterator[list[Tensor]]:
+    """Record (and optionally replace) the output of layer ``name`` during forward passes.
+
+    Yields a list that receives the (replaced) output of every call; a module called several
+    times (torchvision's shared ReLU) appends once per call, the last being the block output.
+    The hook is removed when the context exits, also after an exception.
+    """
+    module = get_layer(model, name)
+    store: list[Tensor] = []
+
+    def hook(mod: nn.Module, args: tuple, output: object) -> Tensor:
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(
+                f"Layer {name!r} must output a 4-D feature map (N, C, h, w), got {shape}"
+            )
+        new = replace(output) if replace is not None else output
+        store.append(new)
+        return new
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def as_leaf(output: Tensor) -> Tensor:
+    """Detach a layer output into a leaf that requires grad.
+
+    Gradients then stop at the layer: a last-layer CAM pays one forward plus the backward from
+    the score to the layer, never a backward into the layers below or into parameters.
+    """
+    return output.detach().requires_grad_(True)
