@@ -1,0 +1,261 @@
+"""Faithfulness metrics as torchmetrics classes (twins of ``facexai.metrics.functional``).
+
+The model-dependent step -- perturbing images and scoring them -- is done outside, by
+:func:`~facexai.metrics.functional.perturbation_curves` or
+:func:`~facexai.metrics.functional.masked_scores`; ``update`` takes the resulting tensors, so a
+metric never owns a model and ``update`` needs no gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from facexai.metrics._base import _MeanMetric, check_baseline_name, check_label
+from facexai.metrics.functional._checks import check_steps
+from facexai.metrics.functional._reduce import mean_compute, percent_compute
+from facexai.metrics.functional.confidence import (
+    _average_drop_update,
+    _drop_in_deletion_update,
+    _increase_update,
+    check_form,
+)
+from facexai.metrics.functional.perturbation import DEFAULT_BASELINES, _auc_update
+from facexai.metrics.functional.road import DEFAULT_PERCENTAGES, _road_update
+
+
+def _curve_settings(steps: int, baseline: str, score: str) -> dict[str, Any]:
+    check_steps(steps)
+    check_baseline_name(baseline)
+    check_label(score, "score")
+    return {"steps": steps, "baseline": baseline, "score": score}
+
+
+def _confidence_settings(score: str, form: str | None) -> dict[str, Any]:
+    check_label(score, "score")
+    if form is None:
+        return {"score": score}
+    check_form(form)
+    return {"score": score, "form": form}
+
+
+class DeletionAUC(_MeanMetric):
+    """Mean deletion AUC (RISE, Petsiuk et al., BMVC 2018, arXiv 1806.07421); lower is better.
+
+    ``update(curves)`` takes deletion curves (N, steps + 1) from
+    ``perturbation_curves(..., mode="deletion")``. For a face pair's e- map, pass curves of the
+    "dissimilar" score 1 - s, so that lower stays better. ``mean_curve()`` gives the mean curve.
+
+    Args:
+        steps: number of deletion steps the curves were computed with (checked in ``update``).
+        baseline: name of the baseline used ("zero", "blur", "mean" or "custom"); recorded.
+        score: what the curves score ("probability", "logit", "cosine", ...); recorded.
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key = "deletion_auc"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        steps: int = 50,
+        baseline: str = DEFAULT_BASELINES["deletion"],
+        score: str = "probability",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
+        self.steps, self.baseline, self.score = steps, baseline, score
+
+    def update(self, curves: Tensor) -> None:
+        """Add deletion curves (N, steps + 1)."""
+        self._accumulate(*_auc_update(curves, self.steps))
+
+    def compute(self) -> Tensor:
+        """Mean AUC over every curve seen (NaN before any update)."""
+        return mean_compute(self.total, self.count)
+
+
+class InsertionAUC(_MeanMetric):
+    """Mean insertion AUC (RISE); higher is better. Default baseline "blur" (METRICS.md).
+
+    ``update(curves)`` takes insertion curves (N, steps + 1) from
+    ``perturbation_curves(..., mode="insertion")``. Arguments as in :class:`DeletionAUC`.
+    """
+
+    key = "insertion_auc"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        steps: int = 50,
+        baseline: str = DEFAULT_BASELINES["insertion"],
+        score: str = "probability",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
+        self.steps, self.baseline, self.score = steps, baseline, score
+
+    def update(self, curves: Tensor) -> None:
+        """Add insertion curves (N, steps + 1)."""
+        self._accumulate(*_auc_update(curves, self.steps))
+
+    def compute(self) -> Tensor:
+        """Mean AUC over every curve seen (NaN before any update)."""
+        return mean_compute(self.total, self.count)
+
+
+class AverageDrop(_MeanMetric):
+    """Average Drop in % (Grad-CAM++, Chattopadhay et al., WACV 2018); lower is better.
+
+    ``update(scores, masked_scores)`` with Y = s(x) and O = s(x * E) from ``masked_scores``.
+
+    Args:
+        score: what the scores are ("probability", "cosine", ...); recorded.
+        form: "ratio" (max(0, Y - O) / Y over samples with Y > 0) or "difference"
+            (max(0, Y - O), for cosine scores of face pairs).
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key = "average_drop"
+    higher_is_better = False
+
+    def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
+        super().__init__(_confidence_settings(score, form), **kwargs)
+        self.score, self.form = score, form
+
+    def update(self, scores: Tensor, masked_scores: Tensor) -> None:
+        """Add clean scores Y (N,) and map-kept scores O (N,)."""
+        self._accumulate(*_average_drop_update(scores, masked_scores, self.form))
+
+    def compute(self) -> Tensor:
+        """Percentage over the counted samples (NaN if none counted)."""
+        return percent_compute(self.total, self.count)
+
+
+class IncreaseInConfidence(_MeanMetric):
+    """Increase in Confidence in %, share of samples with O > Y (Grad-CAM++); higher is better.
+
+    Args:
+        score: what the scores are; recorded.
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key = "increase_in_confidence"
+    higher_is_better = True
+
+    def __init__(self, score: str = "probability", **kwargs: Any) -> None:
+        super().__init__(_confidence_settings(score, None), **kwargs)
+        self.score = score
+
+    def update(self, scores: Tensor, masked_scores: Tensor) -> None:
+        """Add clean scores Y (N,) and map-kept scores O (N,)."""
+        self._accumulate(*_increase_update(scores, masked_scores))
+
+    def compute(self) -> Tensor:
+        """Percentage of samples whose score rose (NaN before any update)."""
+        return percent_compute(self.total, self.count)
+
+
+class AverageDropInDeletion(_MeanMetric):
+    """Average Drop in Deletion in % (LIFT-CAM, Jung & Oh, ICCV 2021); higher is better.
+
+    ``update(scores, deleted_scores)`` with Y = s(x) and D = s(x * (1 - E)).
+
+    Args:
+        score: what the scores are; recorded.
+        form: "ratio" ((Y - D) / Y over samples with Y > 0) or "difference" (Y - D).
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key = "average_drop_in_deletion"
+    higher_is_better = True
+
+    def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
+        super().__init__(_confidence_settings(score, form), **kwargs)
+        self.score, self.form = score, form
+
+    def update(self, scores: Tensor, deleted_scores: Tensor) -> None:
+        """Add clean scores Y (N,) and map-deleted scores D (N,)."""
+        self._accumulate(*_drop_in_deletion_update(scores, deleted_scores, self.form))
+
+    def compute(self) -> Tensor:
+        """Percentage over the counted samples (NaN if none counted)."""
+        return percent_compute(self.total, self.count)
+
+
+def _road_settings(percentages: tuple[float, ...], noise_std: float, score: str) -> dict[str, Any]:
+    check_label(score, "score")
+    if not percentages or any(not 0 <= p <= 100 for p in percentages):
+        raise ValueError(f"percentages must be a non-empty list in [0, 100], got {list(percentages)}")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    span = f"{percentages[0]:g}-{percentages[-1]:g}x{len(percentages)}"
+    return {"percentages": span, "noise": noise_std, "score": score}
+
+
+class ROADMoRF(_MeanMetric):
+    """ROAD, most relevant first (Rong et al., ICML 2022, arXiv 2202.00449); lower is better.
+
+    ``update(curves)`` with scores (N, P) from ``road_curves(..., order="morf")``; the value is
+    the mean score over samples and percentages. ``mean_curve()`` gives the mean curve.
+
+    Args:
+        percentages: removal percentages the curves were computed with (checked by length).
+        noise_std: imputation noise used; recorded.
+        score: what the curves score; recorded.
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key = "road_morf"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        percentages: tuple[float, ...] = DEFAULT_PERCENTAGES,
+        noise_std: float = 0.01,
+        score: str = "probability",
+        **kwargs: Any,
+    ) -> None:
+        percentages = tuple(percentages)
+        settings = _road_settings(percentages, noise_std, score)
+        super().__init__(settings, points=len(percentages), **kwargs)
+        self.percentages, self.noise_std, self.score = percentages, noise_std, score
+
+    def update(self, curves: Tensor) -> None:
+        """Add ROAD curves (N, P)."""
+        self._accumulate(*_road_update(curves, len(self.percentages)))
+
+    def compute(self) -> Tensor:
+        """Mean score over samples and percentages (NaN before any update)."""
+        return mean_compute(self.total, self.count)
+
+
+class ROADLeRF(_MeanMetric):
+    """ROAD, least relevant first; higher is better. Arguments as in :class:`ROADMoRF`.
+
+    ``update(curves)`` with scores (N, P) from ``road_curves(..., order="lerf")``.
+    """
+
+    key = "road_lerf"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        percentages: tuple[float, ...] = DEFAULT_PERCENTAGES,
+        noise_std: float = 0.01,
+        score: str = "probability",
+        **kwargs: Any,
+    ) -> None:
+        percentages = tuple(percentages)
+        settings = _road_settings(percentages, noise_std, score)
+        super().__init__(settings, points=len(percentages), **kwargs)
+        self.percentages, self.noise_std, self.score = percentages, noise_std, score
+
+    def update(self, curves: Tensor) -> None:
+        """Add ROAD curves (N, P)."""
+        self._accumulate(*_road_update(curves, len(self.percentages)))
+
+    def compute(self) -> Tensor:
+        """Mean score over samples and percentages (NaN before any update)."""
+        return mean_compute(self.total, self.count)

@@ -1,0 +1,100 @@
+"""Verification accuracy under deletion / insertion as torchmetrics classes.
+
+The operating threshold is the EER threshold of the clean pair scores over the *whole* dataset,
+so per-pair curves are kept in "cat" states and everything is computed in ``compute()``, after
+torchmetrics gathered the curves of all processes. See :mod:`facexai.metrics.functional.pairs`
+for the protocol (CorrRISE / FAME).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from facexai.metrics._base import check_baseline_name, settings_name
+from facexai.metrics.functional._checks import check_steps
+from facexai.metrics.functional.pairs import _pair_curve_compute, _pair_curve_update
+
+
+class _PairCurveAUC(Metric):
+    """Pair curves and labels in "cat" states; subclasses fix ``mode`` and ``key``.
+
+    Args:
+        steps: P = 100 k / steps % (default 10: 0, 10, ..., 100).
+        baseline: name of the fill used; "zero" in the protocol; recorded.
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    key: ClassVar[str] = ""
+    mode: ClassVar[str] = ""
+    full_state_update = False
+    is_differentiable = False
+    curves: list[Tensor]
+    issame: list[Tensor]
+
+    def __init__(self, steps: int = 10, baseline: str = "zero", **kwargs: Any) -> None:
+        check_steps(steps)
+        check_baseline_name(baseline)
+        super().__init__(**kwargs)
+        self.steps, self.baseline = steps, baseline
+        self.settings: dict[str, Any] = {"steps": steps, "baseline": baseline}
+        self.add_state("curves", default=[], dist_reduce_fx="cat")
+        self.add_state("issame", default=[], dist_reduce_fx="cat")
+
+    @property
+    def log_name(self) -> str:
+        """Name for logging that carries the settings."""
+        return settings_name(self.key, self.settings)
+
+    def update(self, curves: Tensor, issame: Tensor) -> None:
+        """Add pair curves (M, steps + 1) and genuine/impostor labels (M,)."""
+        curves, issame = _pair_curve_update(curves, issame, self.steps)
+        self.curves.append(curves)
+        self.issame.append(issame)
+
+    def _result(self) -> tuple[Tensor, Tensor, Tensor]:
+        return _pair_curve_compute(dim_zero_cat(self.curves), dim_zero_cat(self.issame), self.mode)
+
+    def compute(self) -> Tensor:
+        """AUC of accuracy over P in [0, 1] at the clean EER threshold."""
+        return self._result()[2]
+
+    def accuracy_curve(self) -> Tensor:
+        """Verification accuracy per step (steps + 1,), synced across processes."""
+        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return self._result()[1]
+
+    def threshold(self) -> Tensor:
+        """EER threshold of the clean pair scores, synced across processes."""
+        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return self._result()[0]
+
+
+class VerificationDeletionAUC(_PairCurveAUC):
+    """Area under verification accuracy vs. fraction of probe pixels deleted; lower is better.
+
+    ``update(curves, issame)`` with pair curves (M, steps + 1) from
+    ``verification_perturbation_curves(..., mode="deletion")`` and labels (M,).
+    ``accuracy_curve()`` gives the accuracy per step; ``threshold()`` the clean EER threshold.
+    Arguments: ``steps=10``, ``baseline="zero"`` (recorded), torchmetrics options.
+    """
+
+    key: ClassVar[str] = "verification_deletion_auc"
+    mode: ClassVar[str] = "deletion"
+    higher_is_better = False
+
+
+class VerificationInsertionAUC(_PairCurveAUC):
+    """Area under verification accuracy vs. fraction of probe pixels kept; higher is better.
+
+    ``update(curves, issame)`` with curves from ``verification_perturbation_curves(...,
+    mode="insertion")``; the clean score is the last column. Arguments as in
+    :class:`VerificationDeletionAUC`.
+    """
+
+    key: ClassVar[str] = "verification_insertion_auc"
+    mode: ClassVar[str] = "insertion"
+    higher_is_better = True
