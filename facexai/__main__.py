@@ -1,0 +1,7 @@
+"""``python -m facexai``: see :mod:`facexai.cli`."""
+
+import sys
+
+from facexai.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""Command line: ``python -m facexai fit|validate|test|predict`` (LightningCLI) and tool commands.
+
+Trainer sub-commands take YAML configs (``--config configs/demo.yaml``, ``--print_config``); the
+model and data are given by ``class_path`` so any LightningModule/DataModule can be used. Tool
+sub-commands (``export``, ``audit``, ``align``, ``pack-rec``, ``evaluate``) have their own
+``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+USAGE = """usage: python -m facexai <command> [options]
+
+Training and evaluation (LightningCLI; each takes --config FILE.yaml, --print_config, --help):
+  fit        train a model (e.g. --config configs/demo.yaml)
+  validate   run validation (pair metrics, explanations) on a checkpoint (--ckpt_path)
+  test       run the test loop
+  predict    run prediction (embeddings or class probabilities)
+
+Tools:
+  export     export a checkpoint to ONNX (optionally with an explainer in the graph)
+  audit      audit an ONNX face model on a pairs file (no PyTorch needed)
+  evaluate   compare explainers with faithfulness metrics on a validation set
+  align      align face images to the ArcFace 112x112 template from 5-point landmarks
+  pack-rec   pack an identity-folder tree into insightface RecordIO (train.rec/train.idx)
+"""
+
+
+def run_lightning(args: Sequence[str]) -> None:
+    """LightningCLI with facexai's defaults: gradients allowed in validation for explainers."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
+
+    import facexai.callbacks  # noqa: F401  makes class_path short names resolvable
+    import facexai.data  # noqa: F401
+    import facexai.models  # noqa: F401
+
+    LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={"inference_mode": False},
+        save_config_kwargs={"overwrite": True},
+        args=list(args),
+    )
+
+
+def align_main(argv: Sequence[str]) -> int:
+    """``facexai align``: align a folder of faces with a landmarks file."""
+    parser = argparse.ArgumentParser(prog="python -m facexai align", description=align_main.__doc__)
+    parser.add_argument("--src", required=True, help="folder of input images")
+    parser.add_argument("--landmarks", required=True, help="CSV (filename,x1,y1,...,x5,y5) or JSON {filename: [[x,y]*5]}")
+    parser.add_argument("--dst", required=True, help="output folder (same relative paths)")
+    parser.add_argument("--image-size", type=int, default=112, help="output side (default 112)")
+    args = parser.parse_args(list(argv))
+    from facexai.data.align import align_folder
+
+    count = align_folder(args.src, args.landmarks, args.dst, image_size=args.image_size)
+    sys.stdout.write(f"aligned {count} images into {args.dst}\n")
+    return 0
+
+
+def pack_main(argv: Sequence[str]) -> int:
+    """``facexai pack-rec``: pack identity folders into train.rec/train.idx."""
+    parser = argparse.ArgumentParser(prog="python -m facexai pack-rec", description=pack_main.__doc__)
+    parser.add_argument("--src", required=True, help="root/<identity>/<image> folder")
+    parser.add_argument("--dst", required=True, help="output folder for train.rec and train.idx")
+    args = parser.parse_args(list(argv))
+    from facexai.data.recordio import pack_image_folder
+
+    result = pack_image_folder(args.src, args.dst)
+    sys.stdout.write(f"packed {result.num_images} images of {len(result.class_names)} identities into {args.dst}\n")
+    return 0
+
+
+def _tool(module: str, name: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(list(argv))
+
+    return run
+
+
+TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
+    "align": align_main,
+    "pack-rec": pack_main,
+    "export": _tool("facexai.export", "export_main"),
+    "audit": _tool("facexai.export.audit", "audit_main"),
+    "evaluate": _tool("facexai.evaluate", "evaluate_main"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m facexai`` and the ``facexai`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in TRAINER_COMMANDS and command not in TOOLS:
+        sys.stderr.write(f"facexai: error: unknown command {command!r}\n\n{USAGE}")
+        return 2
+    try:
+        if command in TRAINER_COMMANDS:
+            run_lightning([command, *rest])
+            return 0
+        return TOOLS[command](rest)
+    except (ValueError, FileNotFoundError) as err:
+        # User errors (bad paths, names, files) are explained in one line; FACEXAI_DEBUG=1 shows
+        # the traceback for bug reports.
+        if os.environ.get("FACEXAI_DEBUG"):
+            raise
+        sys.stderr.write(f"facexai: error: {err}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Backbones (timm + IResNet), margin heads and the Lightning modules."""
+
+from facexai.models.backbones import create_backbone
+from facexai.models.heads import ArcFaceHead, CosFaceHead
+from facexai.models.iresnet import IResNet
+from facexai.models.modules import ClassifierModule, VerificationModule, load_module_checkpoint
+
+__all__ = [
+    "ArcFaceHead",
+    "ClassifierModule",
+    "CosFaceHead",
+    "IResNet",
+    "VerificationModule",
+    "create_backbone",
+    "load_module_checkpoint",
+]

@@ -1,0 +1,230 @@
+"""LightningModules: an image classifier and an ArcFace-style face-verification model.
+
+Both expose :meth:`explanation_inputs`, the one small method the ExplanationCallback needs: it
+turns a validation batch into ``(images, target)`` for an explainer, and ``explained_model``, the
+``nn.Module`` whose output the target scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from facexai.explain.pairs import pair_targets
+from facexai.explain.targets import ClassTarget, Target
+from facexai.models.backbones import create_backbone
+from facexai.models.heads import MARGIN_HEADS
+from facexai.metrics.verification import PairVerificationMetrics
+
+
+class _TrainableModule(pl.LightningModule):
+    """Optimiser and schedule shared by both modules: AdamW with cosine decay over max_epochs."""
+
+    lr: float
+    weight_decay: float
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        epochs = max(int(self.trainer.max_epochs or 1), 1) if self._trainer is not None else 1
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    @property
+    def explained_model(self) -> nn.Module:
+        """The network explainers run on (layer names are relative to it)."""
+        raise NotImplementedError
+
+
+class ClassifierModule(_TrainableModule):
+    """Image classifier: a timm backbone with a linear head, cross-entropy and accuracy.
+
+    Batches are dicts with ``image`` (N, 3, H, W) and ``label`` (N,).
+
+    Args:
+        backbone: timm model name.
+        num_classes: number of classes.
+        class_names: optional names shown in logs and heatmap captions.
+        weights: optional local state dict for the backbone (weights_only).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        backbone_kwargs: extra keyword arguments for ``timm.create_model``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 10,
+        class_names: list[str] | None = None,
+        weights: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+        self.save_hyperparameters()
+        self.lr, self.weight_decay = lr, weight_decay
+        self.class_names = class_names
+        self.model = create_backbone(backbone, num_classes, weights, **(backbone_kwargs or {}))
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    @property
+    def explained_model(self) -> nn.Module:
+        return self.model
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits (N, K)."""
+        return self.model(images)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.train_acc(logits, batch["label"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.val_acc(logits, batch["label"])
+        self.log("val/loss", F.cross_entropy(logits, batch["label"]), prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self(batch["image"]).softmax(dim=1)
+
+    def explanation_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Target]:
+        """Images and their true classes (the class the model should be looking for)."""
+        return batch["image"], ClassTarget(batch["label"])
+
+
+class VerificationModule(_TrainableModule):
+    """Face recognition trained with a margin head and validated on pairs.
+
+    Training batches: ``image`` (N, 3, H, W) and identity ``label`` (N,). Validation batches are
+    pairs: ``image_a``, ``image_b`` and ``issame``; each validation dataloader is one named
+    verification set (the datamodule's ``val_set_names``), logged as ``val/<set>/<metric>``
+    (ROC AUC, EER, TAR@FAR and 10-fold accuracy).
+
+    Args:
+        backbone: timm model name (``iresnet50``, ``iresnet_mini``, ``resnet18``, ...).
+        num_identities: classes of the training margin head.
+        embedding_size: embedding width.
+        margin: "arcface" (defaults s=64, m=0.5) or "cosface" (s=64, m=0.35).
+        scale: logit scale s.
+        margin_value: margin m; None takes the head's default.
+        weights: optional local state dict for the backbone (weights_only).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "iresnet_mini",
+        num_identities: int = 100,
+        embedding_size: int = 128,
+        margin: str = "arcface",
+        scale: float = 64.0,
+        margin_value: float | None = None,
+        weights: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if margin not in MARGIN_HEADS:
+            raise ValueError(f"Unknown margin {margin!r}. Available: {', '.join(MARGIN_HEADS)}")
+        self.save_hyperparameters()
+        self.lr, self.weight_decay = lr, weight_decay
+        self.backbone = create_backbone(backbone, embedding_size, weights, **(backbone_kwargs or {}))
+        head_kwargs = {"scale": scale} if margin_value is None else {"scale": scale, "margin": margin_value}
+        self.head = MARGIN_HEADS[margin](embedding_size, num_identities, **head_kwargs)
+        self.val_set_names: list[str] = ["val"]
+        self.pair_metrics = nn.ModuleList([PairVerificationMetrics()])
+
+    @property
+    def explained_model(self) -> nn.Module:
+        return self.backbone
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The embedding (N, D), un-normalised; this is what ONNX export and insightface use."""
+        return self.backbone(images)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(datamodule, "val_set_names", None) or ["val"])
+        self.val_set_names = names
+        self.pair_metrics = nn.ModuleList([PairVerificationMetrics() for _ in names])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        embeddings = self(batch["image"])
+        logits = self.head(embeddings, batch["label"])
+        loss = F.cross_entropy(logits, batch["label"])
+        with torch.no_grad():
+            acc = (self.head.cosine(embeddings).argmax(1) == batch["label"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True)
+        return loss
+
+    def pair_scores(self, batch: dict[str, Tensor]) -> Tensor:
+        """Cosine similarity of the two embeddings of each pair, (N,)."""
+        emb_a, emb_b = self(batch["image_a"]), self(batch["image_b"])
+        return F.cosine_similarity(emb_a, emb_b, dim=1)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx >= len(self.pair_metrics):
+            raise ValueError(
+                f"validation dataloader {dataloader_idx} has no name; the datamodule names "
+                f"{len(self.pair_metrics)} sets: {self.val_set_names}"
+            )
+        self.pair_metrics[dataloader_idx].update(self.pair_scores(batch), batch["issame"].bool())
+
+    def on_validation_epoch_end(self) -> None:
+        for name, metric in zip(self.val_set_names, self.pair_metrics, strict=True):
+            if not metric.update_called:
+                continue
+            values = metric.compute()
+            for key, value in values.items():
+                self.log(f"val/{name}/{key}", value, prog_bar=key == "roc_auc", add_dataloader_idx=False)
+            metric.reset()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return F.normalize(self(batch["image"]), dim=1)
+
+    def explanation_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Target]:
+        """Both sides of each pair, A explained against B's embedding and B against A's."""
+        return pair_targets(self.backbone, batch["image_a"], batch["image_b"], mode="similar")
+
+
+def load_module_checkpoint(path: str | Path) -> pl.LightningModule:
+    """Rebuild a facexai module from a Lightning checkpoint (weights_only, no code executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a facexai Lightning checkpoint (no hyper_parameters/state_dict)")
+    cls = VerificationModule if "margin" in hparams else ClassifierModule
+    kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    module = cls(**kwargs)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
