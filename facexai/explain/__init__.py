@@ -17,6 +17,11 @@ from facexai.explain.targets import ClassTarget, SimilarityTarget, Target
 
 # Method modules register themselves on import; one file per method.
 from facexai.explain import gradcam  # noqa: E402,F401  isort: skip
+from facexai.explain import gradcam_pp  # noqa: E402,F401  isort: skip
+from facexai.explain import scorecam  # noqa: E402,F401  isort: skip
+from facexai.explain import liftcam  # noqa: E402,F401  isort: skip
+from facexai.explain import corrrise  # noqa: E402,F401  isort: skip
+from facexai.explain import fame  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "EXPLAINERS",

@@ -31,13 +31,15 @@ def last_feature_layer(model: nn.Module, images: Tensor) -> str:
     """Name of the last module (in completion order) whose output is a 4-D feature map.
 
     This is the default CAM layer: for a ResNet it is ``layer4``, for a VGG the final pooling of
-    ``features``, i.e. the last spatial representation before the head flattens it.
+    ``features``, i.e. the last spatial representation before the head flattens it. Adaptive
+    pooling layers and 1x1 outputs belong to the head (a global pool, VGG's resampling
+    ``avgpool``) and are skipped.
     """
     finished: list[str] = []
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if isinstance(output, Tensor) and output.dim() == 4:
+            if _is_feature_map(module, output):
                 finished.append(name)
 
         return hook
@@ -55,6 +57,12 @@ def last_feature_layer(model: nn.Module, images: Tensor) -> str:
             "CAM methods need a convolutional feature map"
         )
     return finished[-1]
+
+
+def _is_feature_map(module: nn.Module, output: object) -> bool:
+    if not isinstance(output, Tensor) or output.dim() != 4 or output.shape[-2:].numel() <= 1:
+        return False
+    return not isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
 
 
 @contextmanager
