@@ -114,16 +114,24 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     explainer called from a training loop never leaves BatchNorm or Dropout switched.
     """
     flags = [(module, module.training) for module in model.modules()]
+    # Parameters are frozen for the call: explanations need gradients with respect to
+    # activations or inputs only, and autograd then records no graph for weight gradients
+    # (less memory; a last-layer CAM records nothing below its layer).
+    grad_flags = [(param, param.requires_grad) for param in model.parameters()]
     device_type = _device_type(model)
     try:
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
             device_type=device_type, enabled=False
         ):
             model.eval()
+            for param, _ in grad_flags:
+                param.requires_grad_(False)
             yield
     finally:
         for module, flag in flags:
             module.training = flag
+        for param, flag in grad_flags:
+            param.requires_grad_(flag)
 
 
 def _device_type(model: nn.Module) -> str:
