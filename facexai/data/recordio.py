@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facexai.data.transforms import normalise
+
 log = logging.getLogger(__name__)
 
 MAGIC = 0xCED7230A
@@ -401,12 +403,6 @@ class IndexedRecordReader:
 # --------------------------------------------------------------------------- dataset
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (3, H, W) float32 normalised as ``(x / 255 - 0.5) / 0.5`` (arcface_torch)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    return tensor.div_(255.0).sub_(0.5).div_(0.5)
-
-
 def apply_transform(transform: Callable[..., Any] | None, image: np.ndarray) -> np.ndarray:
     """Apply a numpy-image transform: albumentations-style (``t(image=x)["image"]``) or plain ``t(x)``.
 
@@ -583,7 +579,7 @@ class RecordIODataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, label = self._read_or_skip(index)
         image = apply_transform(self.transform, image)
-        return {"image": image_to_tensor(image), "label": torch.tensor(label, dtype=torch.long)}
+        return {"image": normalise(image), "label": torch.tensor(label, dtype=torch.long)}
 
     def _read_or_skip(self, index: int) -> tuple[np.ndarray, int]:
         """Read item ``index``; with ``skip_corrupt`` fall through to the next readable item."""

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facexai.data.recordio import decode_image, encode_image, image_to_tensor
+from facexai.data.recordio import decode_image, encode_image
+from facexai.data.transforms import normalise
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -178,7 +179,7 @@ class VerificationBinDataset(Dataset):
         image = _decode_or_raise(self._encoded[index], self.path, index)
         if image.shape[:2] != (self.image_size, self.image_size):
             image = cv2.resize(image, (self.image_size, self.image_size), interpolation=cv2.INTER_LINEAR)
-        return image_to_tensor(image)
+        return normalise(image)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
