@@ -22,6 +22,7 @@ from facexai.explain import scorecam  # noqa: E402,F401  isort: skip
 from facexai.explain import liftcam  # noqa: E402,F401  isort: skip
 from facexai.explain import corrrise  # noqa: E402,F401  isort: skip
 from facexai.explain import fame  # noqa: E402,F401  isort: skip
+from facexai.explain import fgcam  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "EXPLAINERS",

@@ -1,0 +1,322 @@
+"""LRP ratio rules as a modified gradient, for FG-CAM's walk from a CAM layer down.
+
+FG-CAM (Qiu, Jin, Zhang, "Empowering CAM-Based Methods with Capability to Generate Fine-Grained
+and High-Faithfulness Explanations", AAAI 2024, arXiv 2303.09171) redistributes the CAM
+components alpha_k * A_k layer by layer with rules of layer-wise relevance propagation (LRP:
+Bach et al., PLoS ONE 2015; z+ and z^B rules: Montavon et al., "Layer-Wise Relevance
+Propagation: An Overview", 2019).
+
+Instead of a hand-written walk over a fixed list of architectures, one forward pass builds a
+graph whose *gradient* is the walk. Relevance is carried as ``R_t = t * g_t`` for every tensor t
+of that pass, g_t being the gradient in the modified graph:
+
+- a module whose rule is "R_in = x * J^T (R_out / z)" (z the rule's bias-free contributions)
+  keeps its output's value but gets the gradient of z scaled by ``output / z`` (0/0 := 0), see
+  :func:`ratio_output`; with z = the module's own input (BatchNorm and its shift, SiLU, GELU
+  and other element-wise activations, channel-attention gates) this passes R through unchanged;
+- ops left untouched keep their ordinary gradient, and ordinary gradient x input already *is* the
+  ratio rule for positively homogeneous, bias-free ops: a residual add y = a + b splits
+  R_y into a * g_y and b * g_y (the a / (a + b) split, never dividing by a small a + b), max-pool
+  routes R to its arg-max, average pools share R in proportion to their inputs, ReLU/PReLU/
+  LeakyReLU, dropout (eval), reshapes and concatenations pass R through.
+
+Residual additions written in a block's ``forward`` (``out += identity``) therefore need no
+canonizer, and the rules work on torchvision and timm ResNets, VGGs and IResNets alike. Hooks
+exist only inside :func:`relevance_pass`; the backward pass runs without any hook.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from facexai.explain.layers import get_layer
+
+#: leaf types whose ordinary gradient x input already passes relevance through unchanged
+_NATURAL = (nn.ReLU, nn.PReLU, nn.LeakyReLU, nn.Identity, nn.modules.dropout._DropoutNd)
+#: layers linear in their input and in their weight: the (signed) z+ or the z^B rule
+_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
+#: normalisation layers, treated as element-wise (relevance passes through, biases excluded)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+#: channel-attention gates y = x * gate(x) (timm's SE/ECA family, common SE class names): the
+#: gate is treated as a constant, so relevance passes through to x (the usual LRP treatment)
+_GATE_NAMES = re.compile(r"SqueezeExcit|SEModule|SELayer|SEBlock|EcaModule|GatherExcite")
+#: classes of ``torch.nn.modules.activation`` that are not element-wise
+_NOT_ELEMENTWISE = (
+    nn.GLU,
+    nn.MultiheadAttention,
+    nn.Softmax,
+    nn.Softmin,
+    nn.Softmax2d,
+    nn.LogSoftmax,
+)
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor, max_ratio: float = 1e20) -> Tensor:
+    """``numerator / denominator`` with 0 where the denominator is 0 (LRP's 0/0 := 0).
+
+    Also 0 where the ratio exceeds ``max_ratio`` in magnitude: an output made of (nearly)
+    nothing but bias has no input contributions to share it, and such ratios would only
+    overflow in the backward pass (inf * 0 = NaN). The rules only divide detached tensors.
+    """
+    ratio = numerator / denominator
+    return torch.where(ratio.abs() <= max_ratio, ratio, 0.0)  # False for inf and NaN too
+
+
+class _Rescaled(torch.autograd.Function):
+    """Forward: a copy of ``value``. Backward: gradient times ``scale``, to ``contributions``."""
+
+    @staticmethod
+    def forward(ctx: Any, contributions: Tensor, value: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None, None
+
+
+def ratio_output(output: Tensor, contributions: Tensor) -> Tensor:
+    """``output``'s value with the gradient of ``contributions`` scaled by output / contributions.
+
+    With ``R_out = output * g_out`` the relevance reaching an input x is
+    ``x * J_z^T (R_out / z)``, the LRP ratio rule for the contributions z (0/0 := 0).
+    """
+    scale = safe_divide(output.detach(), contributions.detach())
+    return _Rescaled.apply(contributions, output.detach(), scale)
+
+
+def _apply(module: nn.Module, weight: Tensor, inputs: Tensor) -> Tensor:
+    """The module's own forward with ``weight`` and a zero bias (biases are excluded)."""
+    params = {"weight": weight}
+    if getattr(module, "bias", None) is not None:
+        params["bias"] = torch.zeros_like(module.bias)
+    return torch.func.functional_call(module, params, (inputs,))
+
+
+def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor) -> Tensor:
+    """z+ rule generalised to signed inputs (FG-CAM): z = layer(x+, W+) + layer(x-, W-)."""
+    weight = module.weight.detach()
+    if bool(inputs.min() >= 0):  # after a ReLU: x+ = x, x- = 0
+        return ratio_output(output, _apply(module, weight.clamp(min=0), inputs))
+    contributions = _apply(module, weight.clamp(min=0), inputs.clamp(min=0))
+    contributions = contributions + _apply(module, weight.clamp(max=0), inputs.clamp(max=0))
+    return ratio_output(output, contributions)
+
+
+def zbox(
+    module: nn.Module, inputs: Tensor, output: Tensor, bounds: list[tuple[Tensor, Tensor]]
+) -> Tensor:
+    """z^B rule for the layer that reads the image: z = layer(x, W) - layer(B, W+) - layer(H, W-).
+
+    B and H are the per-sample minimum and maximum of the normalised input (global scalars, as
+    in the FG-CAM reference code), held as leaves in ``bounds`` so that the input relevance
+    ``x * g_x + B * g_B + H * g_H`` (Euler's theorem for z, linear in x, B and H) can be read off
+    their gradients.
+    """
+    flat = inputs.detach().flatten(1)
+    shape = (-1,) + (1,) * (inputs.dim() - 1)
+    low = flat.amin(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
+    high = flat.amax(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
+    weight = module.weight.detach()
+    contributions = (
+        _apply(module, weight, inputs)
+        - _apply(module, weight.clamp(min=0), low)
+        - _apply(module, weight.clamp(max=0), high)
+    )
+    bounds.append((low, high))
+    return ratio_output(output, contributions)
+
+
+def _is_activation(module: nn.Module) -> bool:
+    if isinstance(module, _NOT_ELEMENTWISE):
+        return False
+    owners = {cls.__module__ for cls in type(module).__mro__}
+    return "torch.nn.modules.activation" in owners or any(
+        owner.startswith("timm.layers.activations") for owner in owners
+    )
+
+
+def rule_kind(module: nn.Module) -> str | None:
+    """Which rule a module gets: "linear", "elementwise", or None (ordinary gradient).
+
+    Only modules of the region between ``explain_at`` and the CAM layer use their rule.
+    """
+    if isinstance(module, _LINEAR):
+        return "linear"
+    if isinstance(module, _NATURAL):
+        return None
+    if isinstance(module, _NORMS) or _is_activation(module):
+        return "elementwise"
+    if _GATE_NAMES.search(type(module).__name__):
+        return "elementwise"
+    return None
+
+
+class RelevanceTape:
+    """What one :func:`relevance_pass` records: the CAM activations and where relevance lands.
+
+    Attributes:
+        activations: the CAM layer's output, carrying the rule graph below it.
+        cam_leaf: a detached copy of it that the rest of the network ran on (for dS/dA).
+    """
+
+    def __init__(self, image: Tensor, cam_layer: str, explain_at: str | None) -> None:
+        self.image = image
+        self.cam_layer = cam_layer
+        self.explain_at = explain_at
+        self.active = explain_at is None  # rules apply between explain_at and the CAM layer
+        self.finished = False
+        self.busy = False  # the rules' own module calls must not trigger the hooks again
+        self.bounds: list[tuple[Tensor, Tensor]] = []
+        self.outputs: list[Tensor] = []
+        self.stash: dict[int, list[Tensor | None]] = defaultdict(list)
+        self.activations: Tensor | None = None
+        self.cam_leaf: Tensor | None = None
+
+    def relevance(self, components: Tensor) -> Tensor:
+        """Walk ``components`` (N, C, h, w) at the CAM layer down to ``explain_at``.
+
+        Relevance is seeded as R_A = A * (components / A): components where A is 0 have no
+        contribution to pass down and are dropped, as in the reference's first ratio rule.
+
+        Returns:
+            Relevance at the input (N, 3, H, W) or at the output of ``explain_at``.
+        """
+        if self.explain_at is None:
+            inputs = [self.image] + [t for pair in self.bounds for t in pair]
+        else:
+            inputs = self.outputs[-1:]
+        if self.activations is None or not inputs or not self.activations.requires_grad:
+            raise self._disconnected()
+        seed = safe_divide(components, self.activations.detach())
+        grads = torch.autograd.grad(self.activations, inputs, seed, allow_unused=True)
+        if grads[0] is None:
+            raise self._disconnected()
+        relevance = inputs[0].detach() * grads[0]
+        for index, (low, high) in enumerate(self.bounds):
+            for bound, grad in ((low, grads[1 + 2 * index]), (high, grads[2 + 2 * index])):
+                if grad is not None:  # g_B = -W+^T s, g_H = -W-^T s: the z^B bound terms
+                    relevance = relevance + bound.detach() * grad
+        return relevance
+
+    def _disconnected(self) -> ValueError:
+        where = "the input" if self.explain_at is None else f"explain_at={self.explain_at!r}"
+        return ValueError(
+            f"FG-CAM cannot walk from target_layer={self.cam_layer!r} down to {where}: its output "
+            "does not feed the target layer in the forward pass. explain_at must name 'input' or "
+            "a layer that runs before the target layer and lies on its path"
+        )
+
+
+def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[RemovableHandle]:
+    """Hooks replacing the module's output by its rule's; the pre-hook keeps in-place inputs."""
+
+    def pre_hook(mod: nn.Module, args: tuple) -> tuple | None:
+        usable = tape.active and not tape.busy and bool(args) and isinstance(args[0], Tensor)
+        tape.stash[id(mod)].append(args[0] if usable else None)
+        if usable and getattr(mod, "inplace", False):
+            return (args[0].clone(),) + tuple(args[1:])  # keep the input intact for the rule
+        return None
+
+    def hook(mod: nn.Module, args: tuple, output: object) -> Tensor | None:
+        inputs = tape.stash[id(mod)].pop() if tape.stash[id(mod)] else None
+        if inputs is None or not tape.active or not isinstance(output, Tensor):
+            return None
+        tape.busy = True
+        try:
+            return _apply_rule(mod, kind, inputs, output, tape)
+        finally:
+            tape.busy = False
+
+    return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
+
+
+def _apply_rule(
+    module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape
+) -> Tensor | None:
+    if kind == "linear":
+        if inputs is tape.image:
+            return zbox(module, inputs, output, tape.bounds)
+        return signed_zplus(module, inputs, output)
+    if output.shape != inputs.shape:
+        return None  # not element-wise after all: keep the ordinary gradient
+    return ratio_output(output, inputs)
+
+
+def _check_map(name: str, role: str, output: object) -> Tensor:
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ValueError(f"{role} {name!r} must output a 4-D feature map (N, C, h, w), got {shape}")
+    return output
+
+
+def _explain_at_hook(tape: RelevanceTape) -> Callable:
+    def hook(module: nn.Module, args: tuple, output: object) -> Tensor | None:
+        if tape.busy:
+            return None  # a rule re-running this module with modified weights
+        if tape.finished:
+            return None  # runs after the CAM layer: reported when the relevance is asked for
+        leaf = _check_map(tape.explain_at, "explain_at", output).detach().requires_grad_(True)
+        tape.outputs.append(leaf)
+        tape.active = True
+        return leaf.clone()  # later in-place ops must not touch the recorded leaf
+
+    return hook
+
+
+def _cam_hook(tape: RelevanceTape) -> Callable:
+    def hook(module: nn.Module, args: tuple, output: object) -> Tensor | None:
+        if tape.busy:
+            return None  # a rule re-running this module with modified weights
+        output = _check_map(tape.cam_layer, "target_layer", output)
+        if tape.finished:
+            raise ValueError(
+                f"target_layer {tape.cam_layer!r} runs more than once per forward pass (a shared "
+                "module); FG-CAM needs a layer called once, e.g. the enclosing block"
+            )
+        tape.activations, tape.finished, tape.active = output, True, False
+        tape.cam_leaf = output.detach().requires_grad_(True)
+        return tape.cam_leaf.clone()  # the head may work in place; the leaf must stay a leaf
+
+    return hook
+
+
+@contextmanager
+def relevance_pass(
+    model: nn.Module, image: Tensor, cam_layer: str, explain_at: str | None = None
+) -> Iterator[RelevanceTape]:
+    """Hooks for one forward pass that records FG-CAM's relevance graph; removed on exit.
+
+    Args:
+        model: the network, in eval mode.
+        image: the input batch the forward pass will receive (requires grad for
+            ``explain_at=None``, so the z^B rule can recognise the layer reading it).
+        cam_layer: dotted name of the CAM layer; the rest of the network runs on a detached leaf.
+        explain_at: dotted name of the layer whose output receives the relevance, None for the
+            input.
+    """
+    tape = RelevanceTape(image, cam_layer, explain_at)
+    cam_module = get_layer(model, cam_layer)
+    handles: list[RemovableHandle] = []
+    try:
+        for module in model.modules():
+            kind = rule_kind(module)
+            if kind is not None:
+                handles += _rule_hooks(module, kind, tape)
+        if explain_at is not None:
+            at_module = get_layer(model, explain_at)
+            handles.append(at_module.register_forward_hook(_explain_at_hook(tape)))
+        handles.append(cam_module.register_forward_hook(_cam_hook(tape)))
+        yield tape
+    finally:
+        for handle in handles:
+            handle.remove()
