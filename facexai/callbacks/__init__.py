@@ -1,0 +1,31 @@
+"""Callbacks: explanations, faithfulness metrics and heatmaps inside a Lightning run.
+
+>>> from facexai.callbacks import ExplanationCallback
+>>> trainer = pl.Trainer(callbacks=[ExplanationCallback(explainers=["gradcam", "liftcam"])])
+"""
+
+from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
+from facexai.callbacks.explanation import ExplanationCallback
+from facexai.callbacks.metric_suite import DEFAULT_METRICS, SUPPORTED as SUPPORTED_METRICS
+from facexai.callbacks.overlays import (
+    COLORMAPS,
+    apply_colormap,
+    compose_grid,
+    overlay,
+    save_grid,
+    save_heatmap_grid,
+)
+
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_METRICS",
+    "SUPPORTED_METRICS",
+    "BatchAdapter",
+    "ExplanationCallback",
+    "ExplanationInputs",
+    "apply_colormap",
+    "compose_grid",
+    "overlay",
+    "save_grid",
+    "save_heatmap_grid",
+]

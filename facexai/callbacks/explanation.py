@@ -1,0 +1,347 @@
+"""ExplanationCallback: explanations, faithfulness metrics and heatmaps during validation.
+
+On the first validation batch(es) of selected epochs the callback explains a few samples with
+each configured explainer, feeds the faithfulness/localisation metrics, logs heatmap grids and
+mean deletion/insertion curves to TensorBoard and the metric values as
+``val/xai/<explainer>/<metric>[_pos|_neg]`` scalars. It works with facexai modules (which say
+what to explain via ``explanation_inputs``/``explained_model``) and with any LightningModule
+through a few constructor arguments (see :class:`~facexai.callbacks.adapters.BatchAdapter`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
+from facexai.callbacks.config import build_explainers, check_layers, tag_label
+from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
+from facexai.callbacks.overlays import COLORMAPS, curves_figure, make_denormaliser, save_grid
+from facexai.callbacks.rendering import render_views, tensorboard_writers
+from facexai.explain import ClassTarget, Explainer, SimilarityTarget
+
+
+class ExplanationCallback(pl.Callback):
+    """Explain validation samples, score the explanations and log them, every few epochs.
+
+    Example (YAML for LightningCLI; in Python pass the same values as keyword arguments)::
+
+        trainer:
+          callbacks:
+            - class_path: facexai.callbacks.ExplanationCallback
+              init_args:
+                explainers: {gradcam: {}, fame: {iterations: 20}}
+                metrics: {deletion_auc: {steps: 20}, insertion_auc: {steps: 20}}
+                every_n_epochs: 2
+                max_samples: 8
+
+    Args:
+        explainers: names (``["gradcam", "liftcam"]``), ``name -> options``
+            (``{"gradcam": {}, "fame": {"iterations": 20}}``; ``method`` in the options runs one
+            method under another label) or Explainer instances. Default: Grad-CAM.
+        metrics: names from ``facexai.metrics.available_metrics()`` or ``name -> options``
+            (``{"deletion_auc": {"steps": 20}}``). Default: deletion and insertion AUC, plus the
+            energy pointing game on batches that carry masks.
+        every_n_epochs: explain in epochs 0, n, 2n, ... of ``fit``; ``validate``/``test`` always.
+        max_samples: images (classifiers) or pairs (faces) explained per batch.
+        batches_per_epoch: how many leading batches of the first validation loader to explain;
+            images are logged for the first one.
+        target: "label" explains the true class, "prediction" the predicted one (classifiers).
+        target_layer: default layer of every CAM-type explainer that has no ``target_layer``.
+        explain_dissimilar: for face pairs also compute e- maps (what pushes a pair apart).
+        model_attr: attribute (dotted) holding the network of a module without
+            ``explained_model``; ``None`` explains the module's own ``forward``.
+        image_key: batch key of single images (dict batches).
+        label_key: batch key of class labels.
+        pair_keys: batch keys of the two images of face pairs.
+        issame_key: batch key of genuine (True) / impostor labels of pairs.
+        mask_key: batch key of ground-truth masks (N, H, W) of single images.
+        pair_mask_keys: batch keys of the masks of the two pair images.
+        class_names: names shown in captions (default: the module's ``class_names``).
+        mean: normalisation mean to undo for display and ROAD; default facexai's 0.5.
+        std: normalisation std; default facexai's 0.5.
+        colormap: one of ``inferno``, ``magma``, ``plasma``, ``viridis``, ``turbo``, ``cividis``.
+        tile_size: pixels per tile in the logged grids.
+        log_images: log heatmap grids (TensorBoard loggers only; other loggers are skipped).
+        log_curves: log mean deletion/insertion curves as figures.
+        max_time_share: warn once when explaining takes more than this share of a validation
+            epoch; ``None`` never warns.
+        png_dir: also save every logged grid as ``<png_dir>/<explainer>_<kind>.png`` (rank zero).
+    """
+
+    def __init__(
+        self,
+        explainers: dict[str, dict[str, Any] | None] | list[str | Explainer] | None = None,
+        metrics: dict[str, dict[str, Any] | None] | list[str] | None = None,
+        every_n_epochs: int = 1,
+        max_samples: int = 8,
+        batches_per_epoch: int = 1,
+        target: Literal["label", "prediction"] = "label",
+        target_layer: str | None = None,
+        explain_dissimilar: bool = True,
+        model_attr: str | None = "model",
+        image_key: str = "image",
+        label_key: str = "label",
+        pair_keys: tuple[str, str] = ("image_a", "image_b"),
+        issame_key: str = "issame",
+        mask_key: str | None = "mask",
+        pair_mask_keys: tuple[str, str] | None = ("mask_a", "mask_b"),
+        class_names: list[str] | None = None,
+        mean: float | list[float] | None = None,
+        std: float | list[float] | None = None,
+        colormap: str = "inferno",
+        tile_size: int = 96,
+        log_images: bool = True,
+        log_curves: bool = True,
+        max_time_share: float | None = 0.15,
+        png_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_options(every_n_epochs=every_n_epochs, max_samples=max_samples, batches_per_epoch=batches_per_epoch,
+                       tile_size=tile_size, colormap=colormap, max_time_share=max_time_share)  # fmt: skip
+        self.explainers = build_explainers(explainers, target_layer)
+        self.adapter = BatchAdapter(model_attr, image_key, label_key, pair_keys, issame_key, mask_key,
+                                    pair_mask_keys, target)  # fmt: skip
+        self.explicit_metrics = metrics is not None
+        self.denormalise = make_denormaliser(mean, std)
+        self.suite = MetricSuite(parse_metric_specs(metrics), *_channel_stats(mean, std))
+        self.every_n_epochs, self.max_samples, self.batches_per_epoch = every_n_epochs, max_samples, batches_per_epoch
+        self.explain_dissimilar, self.class_names = explain_dissimilar, class_names
+        self.colormap, self.tile_size = colormap, tile_size
+        self.log_images, self.log_curves = log_images, log_curves
+        self.max_time_share, self.png_dir = max_time_share, png_dir
+        #: CPU maps of the last explained first batch: label -> {"maps" | "pos" | "neg": (N, H, W)}
+        self.last_maps: dict[str, dict[str, Tensor]] = {}
+        #: the last logged grids, tag -> (3, H, W) image in [0, 1]
+        self.last_grids: dict[str, Tensor] = {}
+        self._active = False
+        self._times: dict[str, float] = {}  # explainer label -> seconds explaining and scoring
+        self._logging_s = 0.0  # seconds rendering and writing pictures
+        self._epoch_start = 0.0
+        self._once: set[str] = set()
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Fail before training if the network or a configured layer cannot be found."""
+        check_layers(self.explainers, self.adapter.resolve_model(pl_module))
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_epoch(trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_epoch(trainer, pl_module)
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        self._on_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, "val")
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        self._on_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, "test")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end_epoch(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end_epoch(trainer, pl_module, "test")
+
+    # ----------------------------------------------------------------- epoch flow
+    def _start_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._active = not trainer.sanity_checking and (
+            trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.every_n_epochs == 0
+        )
+        self._times, self._logging_s, self._epoch_start = {}, 0.0, time.perf_counter()
+        with _plain_mode(pl_module.device.type):
+            self.suite.to(pl_module.device)
+            self.suite.reset()
+
+    def _on_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int,
+        stage: str,
+    ) -> None:  # fmt: skip
+        if dataloader_idx != 0 or batch_idx >= self.batches_per_epoch:
+            return
+        if trainer.sanity_checking and batch_idx == 0:
+            # Reading the batch is cheap: a batch format the callback cannot read fails here,
+            # before the first training epoch, instead of after it.
+            with _plain_mode(pl_module.device.type):
+                self._check_inputs(self.adapter.read(pl_module, batch, self.max_samples))
+        if not self._active:
+            return
+        with _plain_mode(pl_module.device.type):
+            inputs = self.adapter.read(pl_module, batch, self.max_samples)
+            self._check_inputs(inputs)
+            views = self._explain_all(pl_module, inputs)
+        if batch_idx == 0:
+            start = time.perf_counter()
+            self._log_first_batch(trainer, pl_module, inputs, views, stage)
+            self._logging_s += time.perf_counter() - start
+
+    def _explain_all(self, pl_module: pl.LightningModule, inputs: ExplanationInputs) -> dict[str, list[View]]:
+        model = self.adapter.resolve_model(pl_module)
+        self.suite.count(len(inputs.images) // (2 if inputs.pairs else 1), inputs.images.device)
+        all_views = {}
+        for label, explainer in self.explainers.items():
+            start = time.perf_counter()
+            views = self._views(explainer, model, inputs)
+            for view in views:
+                self.suite.update(tag_label(label), view, inputs.images, inputs.masks, model)
+            _synchronize(inputs.images.device)
+            self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
+            all_views[label] = views
+        return all_views
+
+    def _views(self, explainer: Explainer, model: torch.nn.Module, inputs: ExplanationInputs) -> list[View]:
+        """Maps of one explainer: one view for single images, e+ (and e-) for face pairs."""
+        if not inputs.pairs:
+            softmax = isinstance(inputs.target, ClassTarget)
+            maps = explainer(model, inputs.images, inputs.target)
+            return [View("", maps, inputs.target, softmax, "probability" if softmax else "target")]
+        positive = inputs.target
+        views = [View("pos", explainer(model, inputs.images, positive), positive, False, "cosine")]
+        if self.explain_dissimilar and isinstance(positive, SimilarityTarget):
+            negative = SimilarityTarget(positive.reference, mode="dissimilar")
+            views.append(View("neg", explainer(model, inputs.images, negative), negative, False, "dissimilarity"))
+        return views
+
+    def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self._active:
+            return
+        prefix = "" if stage == "val" else f"{stage}/"
+        with _plain_mode(pl_module.device.type):
+            values = self.suite.compute()
+            curves = self.suite.mean_curves() if self.log_curves else {}
+        if trainer.is_global_zero:
+            start = time.perf_counter()
+            self._log_epoch_figures(trainer, curves, prefix)
+            self._logging_s += time.perf_counter() - start
+        times = {f"{tag_label(label)}/time_s": seconds for label, seconds in self._times.items()}
+        times["time_s"] = sum(self._times.values()) + self._logging_s
+        scalars = {f"{stage}/xai/{key}": value for key, value in values.items()}
+        scalars.update({f"{prefix}xai/{key}": value for key, value in times.items()})
+        for name, value in scalars.items():
+            # Metric values are already synced (the mean of equal values changes nothing);
+            # sync_dist averages the per-rank times and keeps Lightning's DDP warning away.
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True, add_dataloader_idx=False)
+        self._check_time(times["time_s"], time.perf_counter() - self._epoch_start)
+        with _plain_mode(pl_module.device.type):
+            self.suite.reset()
+        self._active = False
+
+    # ----------------------------------------------------------------- logging
+    def _log_first_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, inputs: ExplanationInputs,
+        views: Mapping[str, Sequence[View]], stage: str,
+    ) -> None:  # fmt: skip
+        self.last_maps = {
+            label: {view.suffix or "maps": view.maps.detach().float().cpu() for view in label_views}
+            for label, label_views in views.items()
+        }
+        if not (trainer.is_global_zero and self.log_images):
+            return
+        prefix = "" if stage == "val" else f"{stage}/"
+        names = self.class_names or getattr(pl_module, "class_names", None)
+        for label, label_views in views.items():
+            grids = render_views(inputs, label_views, self.denormalise, names, self.colormap, self.tile_size,
+                                 f"{label}  epoch {trainer.current_epoch}  step {trainer.global_step}")  # fmt: skip
+            for kind, grid in grids.items():
+                tag = f"{prefix}xai/{tag_label(label)}/{kind}"
+                self.last_grids[tag] = grid
+                for writer in tensorboard_writers(trainer):
+                    writer.add_image(tag, grid, global_step=trainer.global_step)
+                if self.png_dir is not None:
+                    save_grid(grid, Path(self.png_dir) / _png_name(tag))
+
+    def _log_epoch_figures(
+        self, trainer: pl.Trainer, curves: dict[str, dict[str, dict[str, Tensor]]], prefix: str
+    ) -> None:
+        writers = tensorboard_writers(trainer)
+        if writers and self.suite.metrics and "settings" not in self._once:
+            self._once.add("settings")
+            text = "\n".join(f"- `{key}`: `{name}`" for key, name in self.suite.settings().items())
+            for writer in writers:
+                writer.add_text(f"{prefix}xai/settings", text, global_step=trainer.global_step)
+        for label, panels in curves.items():
+            for writer in writers:
+                writer.add_figure(f"{prefix}xai/{label}/curves", curves_figure(panels, label), trainer.global_step)
+
+    def _check_inputs(self, inputs: ExplanationInputs) -> None:
+        """Warn once when explicitly requested mask metrics cannot run on these batches."""
+        missing = [name for name in self.suite.names("mask") if inputs.masks is None]
+        if missing and self.explicit_metrics and "masks" not in self._once:
+            self._once.add("masks")
+            keys = self.adapter.pair_mask_keys if inputs.pairs else self.adapter.mask_key
+            rank_zero_warn(f"ExplanationCallback: {missing} need ground-truth masks, but the batches have none "
+                           f"under {keys!r}; these metrics are skipped. Set mask_key/pair_mask_keys.")  # fmt: skip
+
+    def _check_time(self, explain_s: float, epoch_s: float) -> None:
+        if self.max_time_share is None or "time" in self._once or epoch_s <= 0:
+            return
+        if explain_s > self.max_time_share * epoch_s:
+            self._once.add("time")
+            rank_zero_warn(
+                f"ExplanationCallback took {explain_s:.1f} s of a {epoch_s:.1f} s validation epoch "
+                f"({explain_s / epoch_s:.0%} > max_time_share={self.max_time_share:.0%}). Lower "
+                "max_samples, raise every_n_epochs, reduce metric steps or explainer options "
+                "(e.g. fame iterations, corrrise n_masks)."
+            )
+
+    def save_grids(self, directory: str | Path) -> list[Path]:
+        """Save the last logged grids as PNGs in ``directory`` (e.g. for ``docs/``)."""
+        return [save_grid(grid, Path(directory) / _png_name(tag)) for tag, grid in self.last_grids.items()]
+
+
+def _check_options(colormap: str, max_time_share: float | None, **counts: int) -> None:
+    """Raise ``ValueError`` for option values that would only fail (or misbehave) mid-training."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if colormap not in COLORMAPS:
+        raise ValueError(f"Unknown colormap {colormap!r}. Available: {', '.join(COLORMAPS)}")
+    if max_time_share is not None and not max_time_share > 0:
+        raise ValueError(f"max_time_share must be positive or None, got {max_time_share!r}")
+
+
+def _png_name(tag: str) -> str:
+    return f"{tag.replace('/', '_')}.png"
+
+
+def _channel_stats(
+    mean: float | list[float] | None, std: float | list[float] | None
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std lists (ROAD imputes in pixel space); None is facexai's 0.5."""
+
+    def expand(value: float | list[float] | None) -> list[float]:
+        values = [0.5] if value is None else ([float(value)] if isinstance(value, (int, float)) else list(value))
+        return values * 3 if len(values) == 1 else values
+
+    return expand(mean), expand(std)
+
+
+@contextmanager
+def _plain_mode(device_type: str) -> Iterator[None]:
+    """No inference mode, no gradients, no autocast: normal float32 tensors for the metric states.
+
+    Under ``trainer.validate`` tensors made in inference mode could never be updated in place
+    again by a later ``fit``; scoring under autocast would make faithfulness depend on precision.
+    """
+    with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
+        yield
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

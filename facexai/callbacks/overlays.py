@@ -1,0 +1,215 @@
+"""Heatmap pictures: colour maps applied in torch, captioned image grids, curve figures, PNGs.
+
+Everything here is display code: it runs on rank zero on a handful of samples, so it works on
+CPU copies. Colour maps are perceptually uniform lookup tables taken from matplotlib once and
+applied with tensor indexing (a jet-like rainbow invents edges that the map does not have).
+Captions are drawn with PIL because TensorBoard's image panel shows no per-row text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from facexai.data.transforms import denormalise
+
+#: perceptually uniform colour maps that read well over faces
+COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
+PAD = 2
+CAPTION_HEIGHT = 14
+BACKGROUND = 1.0  # white separators and caption bands
+
+
+@lru_cache(maxsize=8)
+def _lut(name: str) -> Tensor:
+    return torch.from_numpy(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]).float()
+
+
+def colormap_lut(name: str = "inferno") -> Tensor:
+    """The 256-entry RGB lookup table (256, 3) in [0, 1] of a matplotlib colour map."""
+    if name not in COLORMAPS:
+        raise ValueError(f"Unknown colormap {name!r}. Available: {', '.join(COLORMAPS)}")
+    return _lut(name)
+
+
+def apply_colormap(maps: Tensor, name: str = "inferno") -> Tensor:
+    """Colour maps (N, H, W) in [0, 1] into RGB images (N, 3, H, W) in [0, 1]."""
+    lut = colormap_lut(name).to(maps.device)
+    index = (maps.detach().float().clamp(0, 1) * 255).round().long()
+    return lut[index].permute(0, 3, 1, 2)
+
+
+def overlay(images: Tensor, maps: Tensor, name: str = "inferno", alpha: float = 0.5) -> Tensor:
+    """Blend coloured maps over display images (N, 3, H, W) in [0, 1]."""
+    return ((1 - alpha) * images + alpha * apply_colormap(maps, name)).clamp(0, 1)
+
+
+def make_denormaliser(
+    mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None
+) -> Callable[[Tensor], Tensor]:
+    """A function from normalised images to display images in [0, 1].
+
+    ``None`` for both uses facexai's (x * 0.5 + 0.5) convention; otherwise the inverse of
+    torchvision's ``Normalize(mean, std)`` (scalars or one value per channel).
+    """
+    if mean is None and std is None:
+        return denormalise
+    mean_t = torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+    std_t = torch.as_tensor(1.0 if std is None else std, dtype=torch.float32).reshape(1, -1, 1, 1)
+    if mean_t.shape[1] not in (1, 3) or std_t.shape[1] not in (1, 3):
+        raise ValueError(f"mean and std must be scalars or 3 values, got mean={mean!r} std={std!r}")
+    if (std_t <= 0).any():
+        raise ValueError(f"std must be positive, got {std!r}")
+
+    def inverse(images: Tensor) -> Tensor:
+        return (images.float() * std_t.to(images.device) + mean_t.to(images.device)).clamp(0, 1)
+
+    return inverse
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def classification_rows(images: Tensor, maps: Tensor, colormap: str = "inferno") -> list[list[Tensor]]:
+    """Rows of [image | heatmap | overlay] tiles, one per sample (display images in [0, 1])."""
+    heat = apply_colormap(maps, colormap)
+    blend = overlay(images, maps, colormap)
+    return [[images[i], heat[i], blend[i]] for i in range(len(images))]
+
+
+def pair_rows(
+    images_a: Tensor, images_b: Tensor, maps_a: Tensor, maps_b: Tensor, colormap: str = "inferno"
+) -> list[list[Tensor]]:
+    """Rows of [A | map over A | B | map over B] tiles, one per pair."""
+    blend_a, blend_b = overlay(images_a, maps_a, colormap), overlay(images_b, maps_b, colormap)
+    return [[images_a[i], blend_a[i], images_b[i], blend_b[i]] for i in range(len(images_a))]
+
+
+def compose_grid(
+    rows: list[list[Tensor]], captions: Sequence[str] | None = None, tile_size: int = 96, title: str | None = None
+) -> Tensor:
+    """Lay out rows of (3, h, w) tiles at ``tile_size`` with a caption band above each row.
+
+    Returns:
+        One image (3, H, W), float in [0, 1], on the CPU.
+    """
+    if not rows:
+        raise ValueError("compose_grid needs at least one row")
+    if captions is not None and len(captions) != len(rows):
+        raise ValueError(f"got {len(captions)} captions for {len(rows)} rows")
+    n_cols = max(len(row) for row in rows)
+    band = CAPTION_HEIGHT if captions is not None else 0
+    top = CAPTION_HEIGHT if title else 0
+    row_h = band + tile_size + PAD
+    width = n_cols * (tile_size + PAD) + PAD
+    grid = torch.full((3, top + len(rows) * row_h + PAD, width), BACKGROUND)
+    for r, row in enumerate(rows):
+        tiles = _resize(torch.stack([t.detach().float().cpu() for t in row]), tile_size)
+        y = top + r * row_h + band + PAD
+        for c, tile in enumerate(tiles):
+            x = PAD + c * (tile_size + PAD)
+            grid[:, y : y + tile_size, x : x + tile_size] = tile
+    texts = [(PAD, 0, title)] if title else []
+    texts += [(PAD, top + r * row_h + 1, text) for r, text in enumerate(captions or [])]
+    return draw_text(grid, texts)
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=11)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        return ImageFont.load_default()
+
+
+def draw_text(image: Tensor, texts: Sequence[tuple[int, int, str]]) -> Tensor:
+    """Draw black text at (x, y) positions onto an image (3, H, W) in [0, 1], clipped to its width."""
+    if not texts:
+        return image
+    pil = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    draw, font = ImageDraw.Draw(pil), _font()
+    for x, y, text in texts:
+        draw.text((x, y), _fit(draw, font, text, pil.width - x - PAD), fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255
+
+
+def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def curves_figure(curves: dict[str, dict[str, Tensor]], title: str = "") -> Figure:
+    """Mean deletion/insertion curves, one panel per mode and one line per view.
+
+    Args:
+        curves: ``{"deletion": {"e+": curve, ...}, "insertion": {...}}``; each curve (steps + 1,)
+            over the fraction of pixels perturbed.
+        title: figure title (the explainer).
+    """
+    # A fixed layout: constrained/tight layout solvers cost more than drawing these small plots.
+    fig = Figure(figsize=(3.2 * len(curves), 2.8), dpi=100)
+    fig.subplots_adjust(left=0.16 / len(curves), right=0.97, bottom=0.17, top=0.89, wspace=0.35)
+    for ax, (mode, lines) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        for label, curve in lines.items():
+            curve = curve.detach().float().cpu()
+            ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve.numpy(), label=label or "score")
+        ax.set_xlabel(f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}")
+        ax.set_ylabel("mean score")
+        ax.set_title(f"{title} {mode}".strip())
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def save_grid(grid: Tensor, path: str | Path) -> Path:
+    """Write an image (3, H, W) in [0, 1] as a PNG, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
+    Image.fromarray(array.astype(np.uint8)).save(path, format="PNG")
+    return path
+
+
+def save_heatmap_grid(
+    path: str | Path,
+    images: Tensor,
+    maps: Tensor,
+    captions: Sequence[str] | None = None,
+    colormap: str = "inferno",
+    tile_size: int = 96,
+    title: str | None = None,
+    denormalise_fn: Callable[[Tensor], Tensor] | None = None,
+) -> Path:
+    """Save the callback's [image | heatmap | overlay] grid for normalised ``images`` as a PNG.
+
+    The same picture the callback logs to TensorBoard, for documentation (e.g. ``docs/``).
+
+    Args:
+        path: output file.
+        images: normalised images (N, 3, H, W).
+        maps: explanations (N, H, W) in [0, 1].
+        captions: one line per row.
+        colormap: one of :data:`COLORMAPS`.
+        tile_size: side of each tile in pixels.
+        title: optional line above the grid.
+        denormalise_fn: normalised -> [0, 1]; default facexai's (x * 0.5 + 0.5).
+    """
+    display = (denormalise_fn or denormalise)(images.detach().float().cpu())
+    rows = classification_rows(display, maps.detach().float().cpu(), colormap)
+    return save_grid(compose_grid(rows, captions, tile_size, title), path)
