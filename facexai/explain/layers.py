@@ -88,7 +88,9 @@ def capture_output(
             )
         new = replace(output) if replace is not None else output
         store.append(new)
-        return new
+        # Downstream gets a differentiable copy: an in-place op after the layer (VGG's
+        # ReLU(inplace=True)) must neither corrupt the recorded activation nor hit a leaf.
+        return new.clone()
 
     handle = module.register_forward_hook(hook)
     try:

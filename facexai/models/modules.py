@@ -23,17 +23,38 @@ from facexai.models.heads import MARGIN_HEADS
 from facexai.metrics.verification import PairVerificationMetrics
 
 
+SCHEDULERS = ("onecycle", "cosine", "none")
+
+
 class _TrainableModule(pl.LightningModule):
-    """Optimiser and schedule shared by both modules: AdamW with cosine decay over max_epochs."""
+    """Optimiser and schedule shared by both modules: AdamW with a one-cycle or cosine schedule.
+
+    One-cycle (warm-up then cosine decay, stepped per batch) is the default because margin
+    losses trained from scratch diverge or stall without a warm-up at useful learning rates.
+    """
 
     lr: float
     weight_decay: float
+    scheduler: str
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        epochs = max(int(self.trainer.max_epochs or 1), 1) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        if self.scheduler == "none":
+            return optimizer
+        if self.scheduler == "cosine":
+            epochs = max(int(self.trainer.max_epochs or 1), 1)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps, pct_start=0.15)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _set_optimisation(self, lr: float, weight_decay: float, scheduler: str) -> None:
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"Unknown scheduler {scheduler!r}. Available: {', '.join(SCHEDULERS)}")
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.lr, self.weight_decay, self.scheduler = lr, weight_decay, scheduler
 
     @property
     def explained_model(self) -> nn.Module:
@@ -51,8 +72,9 @@ class ClassifierModule(_TrainableModule):
         num_classes: number of classes.
         class_names: optional names shown in logs and heatmap captions.
         weights: optional local state dict for the backbone (weights_only).
-        lr: AdamW learning rate.
+        lr: AdamW (peak) learning rate.
         weight_decay: AdamW weight decay.
+        scheduler: "onecycle" (per step), "cosine" (per epoch) or "none".
         backbone_kwargs: extra keyword arguments for ``timm.create_model``.
     """
 
@@ -64,13 +86,14 @@ class ClassifierModule(_TrainableModule):
         weights: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
+        scheduler: str = "onecycle",
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
         self.save_hyperparameters()
-        self.lr, self.weight_decay = lr, weight_decay
+        self._set_optimisation(lr, weight_decay, scheduler)
         self.class_names = class_names
         self.model = create_backbone(backbone, num_classes, weights, **(backbone_kwargs or {}))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -125,8 +148,9 @@ class VerificationModule(_TrainableModule):
         scale: logit scale s.
         margin_value: margin m; None takes the head's default.
         weights: optional local state dict for the backbone (weights_only).
-        lr: AdamW learning rate.
+        lr: AdamW (peak) learning rate.
         weight_decay: AdamW weight decay.
+        scheduler: "onecycle" (per step), "cosine" (per epoch) or "none".
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
     """
 
@@ -141,13 +165,14 @@ class VerificationModule(_TrainableModule):
         weights: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
+        scheduler: str = "onecycle",
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if margin not in MARGIN_HEADS:
             raise ValueError(f"Unknown margin {margin!r}. Available: {', '.join(MARGIN_HEADS)}")
         self.save_hyperparameters()
-        self.lr, self.weight_decay = lr, weight_decay
+        self._set_optimisation(lr, weight_decay, scheduler)
         self.backbone = create_backbone(backbone, embedding_size, weights, **(backbone_kwargs or {}))
         head_kwargs = {"scale": scale} if margin_value is None else {"scale": scale, "margin": margin_value}
         self.head = MARGIN_HEADS[margin](embedding_size, num_identities, **head_kwargs)

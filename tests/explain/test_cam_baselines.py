@@ -160,3 +160,17 @@ def test_default_layer_is_the_last_spatial_feature_map(resnet18, classifier):
     # not `avgpool`, whose (N, C, 1, 1) output is 4-D too
     assert last_feature_layer(resnet18, images) == "layer4"
     assert last_feature_layer(classifier, images) == "features"
+
+
+def test_cam_layer_followed_by_inplace_relu():
+    # vgg11_bn: features.26 is a BatchNorm whose output is modified by ReLU(inplace=True); the
+    # recorded activation must be the pre-ReLU value and the call must not fail on a leaf.
+    import torchvision
+
+    from facexai.explain import ClassTarget, create_explainer
+
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11_bn(num_classes=3).eval()
+    assert isinstance(model.features[27], torch.nn.ReLU) and model.features[27].inplace
+    maps = create_explainer("gradcam", target_layer="features.26")(model, torch.randn(2, 3, 64, 64), ClassTarget([0, 1]))
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()
