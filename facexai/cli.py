@@ -92,8 +92,8 @@ def _tool(module: str, name: str) -> Callable[[Sequence[str]], int]:
 TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "align": align_main,
     "pack-rec": pack_main,
-    "export": _tool("facexai.export", "export_main"),
-    "audit": _tool("facexai.export.audit", "audit_main"),
+    "export": _tool("facexai.export.cli", "export_main"),
+    "audit": _tool("facexai.export.cli", "audit_main"),
     "evaluate": _tool("facexai.evaluate", "evaluate_main"),
 }
 

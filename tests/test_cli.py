@@ -74,3 +74,15 @@ def test_shipped_configs_parse(capsys):
         with pytest.raises(SystemExit) as exc:
             main(["fit", "--config", f"configs/{name}.yaml", "--print_config"])
         assert exc.value.code == 0, name
+
+
+def test_audit_entry_point_does_not_import_torch():
+    # `python -m facexai audit` must run on machines without PyTorch: the CLI dispatch itself
+    # may not import torch before handing over to the audit.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom facexai.cli import main\n"
+            "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

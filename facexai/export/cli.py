@@ -1,0 +1,200 @@
+"""Command functions ``export_main`` and ``audit_main`` for ``python -m facexai export|audit``.
+
+Both take ``argv`` (without the sub-command) and return an exit status: 0 on success, 2 on a user
+error (the message goes to stderr, no traceback). This module imports nothing heavy at import
+time: ``audit_main`` must work without torch, so the export path imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXPORT_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")  # == explained.EXPORTABLE_EXPLAINERS
+MODULE_CLASSES = ("ClassifierModule", "VerificationModule")
+
+EXPORT_EPILOG = """\
+examples:
+  python -m facexai export --ckpt_path last.ckpt --output face.onnx
+  python -m facexai export --ckpt_path last.ckpt --output face_gradcam.onnx --explainer gradcam
+
+The plain verification graph follows the insightface ArcFace layout: input (N, 3, S, S) RGB as
+(pixel - 127.5) / 127.5, output (N, D); insightface.model_zoo.get_model loads it. With
+--input_format raw_pixels the normalisation is inside the graph (insightface detects it).
+With --explainer the graph takes (images, target): class indices (N,) int64 for classifiers or
+partner embeddings (N, D) for verification, and returns (output, map (N, S, S)[, similarity]).
+Every file is checked with onnx.checker and against PyTorch on fresh noise and synthetic faces
+(max |ONNX - PyTorch| <= --tolerance). Where PyTorch itself is not reproducible at that level
+(FG-CAM maps move under float32 rounding of the input on some models), differences up to 4x
+PyTorch's own change are accepted and reported. Checkpoints are read with
+torch.load(weights_only=True): no pickled code is executed.
+"""
+
+AUDIT_EPILOG = """\
+example:
+  python -m facexai audit --onnx face_gradcam.onnx --pairs pairs.txt --images-root lfw/ --out report/
+
+Pairs files: optional header, then 'name i j' (LFW genuine), 'name1 i name2 j' (LFW impostor) or
+'path_a path_b 0|1' (paths relative to --images-root). Writes report/index.html (overlays,
+similarities, ROC AUC / EER / best accuracy, deletion and insertion curves with a zero baseline)
+and report/report.json. Needs only numpy, onnxruntime, Pillow and tqdm (no torch).
+"""
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m facexai export``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m facexai export",
+        description="Export a facexai checkpoint to ONNX (optionally with an explainer in the graph), "
+        "check it with onnx.checker and against PyTorch with onnxruntime.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt_path", "--ckpt-path", required=True, type=Path, help="Lightning checkpoint (.ckpt)")
+    parser.add_argument("--output", "-o", required=True, type=Path, help="ONNX file to write")
+    parser.add_argument("--explainer", choices=EXPORT_EXPLAINERS, help="trace this explainer into the graph")
+    parser.add_argument("--target_layer", "--target-layer", help="CAM layer (dotted name in the backbone)")
+    parser.add_argument("--input_size", "--input-size", type=int, default=112, help="square input side (default 112)")
+    parser.add_argument("--input_format", "--input-format", choices=("normalised", "raw_pixels"), default="normalised",
+                        help="normalised: feed (x - 127.5) / 127.5 (default); raw_pixels: normalise in the graph")
+    parser.add_argument("--config", type=Path,
+                        help="optional training YAML whose 'model' section (class_path/init_args) rebuilds the "
+                        "module, for checkpoints without hyper_parameters")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX - PyTorch| (default 1e-4)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log the export steps")
+    return parser
+
+
+def audit_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m facexai audit``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m facexai audit",
+        description="Audit an exported facexai verification model on face pairs (no torch needed).",
+        epilog=AUDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--onnx", required=True, type=Path, help="ONNX file written by `facexai export`")
+    parser.add_argument("--pairs", required=True, type=Path, help="pairs file")
+    parser.add_argument("--images-root", "--images_root", required=True, type=Path, help="root of the image paths")
+    parser.add_argument("--out", required=True, type=Path, help="report folder (created)")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=16, help="pairs per batch (default 16)")
+    parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps (default 20)")
+    parser.add_argument("--curve-pairs", "--curve_pairs", type=int, default=32,
+                        help="pairs whose deletion/insertion curves are computed (default 32)")
+    parser.add_argument("--max-shown", "--max_shown", type=int, default=100,
+                        help="pairs shown in index.html (default 100)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def export_main(argv: list[str]) -> int:
+    """``python -m facexai export``: returns 0 on success, 2 on a user error."""
+    args = export_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        from facexai.export.onnx import export_onnx
+
+        module = load_checkpoint(args.ckpt_path, args.config)
+        options = {"target_layer": args.target_layer} if args.target_layer else None
+        if options and not args.explainer:
+            raise ValueError("--target_layer needs --explainer")
+        result = export_onnx(
+            module, args.output, args.input_size, args.explainer, input_format=args.input_format,
+            explainer_options=options, checkpoint=args.ckpt_path, tolerance=args.tolerance,
+        )
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        return _fail("export", err)
+    meta = result.metadata
+    diffs = ", ".join(f"{name} {value:.2g}" for name, value in result.parity.max_abs_diff.items())
+    sys.stdout.write(f"wrote {result.path} ({meta.task}, {meta.input_size} px, explainer {meta.explainer or 'none'})\n")
+    sys.stdout.write(f"parity vs PyTorch, max abs diff: {diffs}\n")
+    for name, floor in result.parity.noise_floor.items():
+        sys.stdout.write(f"note: {name} is ill-conditioned on this model (PyTorch moves by {floor:.2g} "
+                         "under float32 rounding of the input); accepted within that\n")
+    return 0
+
+
+def audit_main(argv: list[str]) -> int:
+    """``python -m facexai audit``: returns 0 on success, 2 on a user error."""
+    args = audit_parser().parse_args(argv)
+    _configure_logging(False)
+    from facexai.export.audit import AuditOptions, run_audit
+
+    options = AuditOptions(args.batch_size, args.steps, args.curve_pairs, args.max_shown, not args.no_progress)
+    try:
+        report = run_audit(args.onnx, args.pairs, args.images_root, args.out, options)
+    except (FileNotFoundError, ValueError) as err:
+        return _fail("audit", err)
+    metrics = report["metrics"]
+    sys.stdout.write(f"wrote {args.out / 'index.html'} and {args.out / 'report.json'} ({metrics['n_pairs']} pairs)\n")
+    auc, eer, accuracy = (_num(metrics[k]) for k in ("roc_auc", "eer", "accuracy"))
+    sys.stdout.write(f"ROC AUC {auc}, EER {eer}, accuracy {accuracy}\n")
+    return 0
+
+
+def load_checkpoint(path: Path, config: Path | None = None) -> Any:
+    """The facexai LightningModule of a checkpoint, read with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no checkpoint (or config) file.
+        ValueError: not a facexai checkpoint, or unreadable without unpickling code.
+    """
+    import pickle
+
+    from facexai.models import load_module_checkpoint
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        if config is None:
+            return load_module_checkpoint(path)
+        return _module_from_config(path, config)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(
+            f"{path} could not be loaded as a facexai checkpoint (read with torch.load(weights_only=True), "
+            f"so no pickled code runs): {str(err).strip().splitlines()[0]}"
+        ) from err
+    except TypeError as err:  # hyper_parameters that the module's __init__ does not take
+        raise ValueError(f"{path} has hyper_parameters that do not fit a facexai module: {err}") from err
+
+
+def _module_from_config(path: Path, config: Path) -> Any:
+    """Build the module from a training YAML's ``model`` section, then load the weights."""
+    import torch
+    import yaml
+
+    import facexai.models as models
+
+    if not config.is_file():
+        raise FileNotFoundError(f"Config not found: {config}")
+    section = (yaml.safe_load(config.read_text()) or {}).get("model")
+    if not isinstance(section, dict):
+        raise ValueError(f"{config} has no 'model' section (class_path + init_args)")
+    name = str(section.get("class_path", "VerificationModule")).rsplit(".", 1)[-1]
+    if name not in MODULE_CLASSES:
+        raise ValueError(
+            f"{config}: model class_path {section.get('class_path')!r} is not one of {', '.join(MODULE_CLASSES)}"
+        )
+    module = getattr(models, name)(**(section.get("init_args") or {}))
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
+
+
+def _configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(command: str, err: BaseException) -> int:
+    sys.stderr.write(f"facexai {command}: error: {err}\n")
+    return 2
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

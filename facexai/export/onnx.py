@@ -1,0 +1,385 @@
+"""ONNX export of facexai models, optionally with an explainer traced into the graph.
+
+Plain exports follow the insightface ArcFace layout for verification models: one input
+(N, 3, S, S), RGB, normalised as (pixel - 127.5) / 127.5, one output (N, D); the batch axis is
+dynamic. insightface's ``ArcFaceONNX`` guesses the normalisation from the graph (its first eight
+node names: a ``Sub`` and a ``Mul`` mean "mxnet model, normalisation inside", anything else means
+"feed (x - 127.5) / 127.5"). facexai therefore offers two input formats and checks that the
+heuristic reads each one correctly:
+
+- ``input_format="normalised"`` (default): the graph starts with the backbone (node names
+  ``node_Conv...``), insightface normalises with 127.5 / 127.5 itself;
+- ``input_format="raw_pixels"``: (x - 127.5) * (1 / 127.5) is baked in as the first two nodes,
+  named ``Sub_facexai_input`` and ``Mul_facexai_input``, so insightface feeds raw pixels
+  (mean 0, std 1) and other consumers need no preprocessing at all.
+
+Every file carries facexai metadata (see :mod:`facexai.export.metadata`) and passed
+``onnx.checker`` and a parity check against PyTorch on fresh noise and synthetic faces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+import facexai
+from facexai.explain import Explainer
+from facexai.export import explained as ex
+from facexai.export import parity
+from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
+
+logger = logging.getLogger(__name__)
+
+#: smallest input side insightface routes to its ArcFace wrapper (and its required multiple)
+INSIGHTFACE_MIN_SIZE = 112
+INSIGHTFACE_MULTIPLE = 16
+#: sides insightface routes to other wrappers (192: Landmark, 96: Attribute)
+INSIGHTFACE_RESERVED_SIZES = (192,)
+#: above this many weight bytes the graph is saved with an external ``.data`` file (protobuf: 2 GB)
+EXTERNAL_DATA_BYTES = 1_500_000_000
+NORMALISATION_NODES = ("Sub_facexai_input", "Mul_facexai_input")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The exported file, its metadata and the measured parity."""
+
+    path: Path
+    metadata: ExportMetadata
+    parity: parity.ParityReport
+
+
+def to_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: int = 112,
+    explainer: str | Explainer | None = None,
+    **kwargs: object,
+) -> Path:
+    """Export ``model`` (optionally with ``explainer``) to ONNX; see :func:`export_onnx`.
+
+    Returns:
+        The path of the written, checked file.
+    """
+    return export_onnx(model, path, input_size, explainer, **kwargs).path
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: int = 112,
+    explainer: str | Explainer | None = None,
+    *,
+    task: str | None = None,
+    class_names: list[str] | None = None,
+    input_format: str = "normalised",
+    explainer_options: dict | None = None,
+    checkpoint: str | Path | None = None,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Export a model to ONNX with a dynamic batch axis, check it and record its metadata.
+
+    Args:
+        model: a facexai ``ClassifierModule``/``VerificationModule`` (its ``explained_model`` is
+            exported; ``forward`` is the same network) or any ``nn.Module`` mapping normalised
+            images (N, 3, S, S) to logits or embeddings (then ``task`` is required).
+        path: output ``.onnx`` file.
+        input_size: square input side. Verification models need a multiple of 16, at least 112
+            and not 192, which is what insightface routes to its ArcFace wrapper.
+        explainer: name or instance of an exportable explainer (see
+            :data:`facexai.export.explained.EXPORTABLE_EXPLAINERS`). The graph then takes
+            ``(images, target)`` -- class indices (N,) int64 or partner embeddings (N, D) -- and
+            returns ``(output, map[, similarity])``.
+        task: "classification" or "verification"; inferred for facexai modules.
+        class_names: stored in the metadata (defaults to the module's ``class_names``).
+        input_format: "normalised" or "raw_pixels" (see the module docstring).
+        explainer_options: keyword options when ``explainer`` is a name (e.g. ``target_layer``).
+        checkpoint: the checkpoint the weights came from; its sha256 goes into the metadata.
+        tolerance: largest tolerated |onnxruntime - PyTorch| in the parity check.
+
+    Raises:
+        ValueError: bad task, input size, input format or an explainer that cannot be exported;
+            also when the parity check fails.
+    """
+    net, task = _network_and_task(model, task)
+    _check_input_size(input_size, task)
+    explainer = _check_options(input_format, explainer, explainer_options, tolerance)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _eval_mode(net):
+        width = _output_width(net, input_size)
+        meta = _base_metadata(model, task, input_size, input_format, width, class_names, checkpoint)
+        if explainer is not None:
+            explainer = ex.with_resolved_layer(explainer, net, torch.zeros(1, 3, input_size, input_size))
+            meta = _explained_metadata(meta, explainer)
+        try:
+            return _write_checked(net, path, meta, explainer, tolerance)
+        except BaseException:
+            _remove(path)  # a file that failed its checks must not look like a usable export
+            raise
+
+
+def _check_options(
+    input_format: str, explainer: str | Explainer | None, options: dict | None, tolerance: float
+) -> Explainer | None:
+    """Validate the export options up front (before anything is written); resolve the explainer."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative number, got {tolerance!r}")
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"Unknown input_format {input_format!r}. Available: {', '.join(INPUT_FORMATS)}")
+    if explainer is None:
+        if options:
+            raise ValueError("explainer_options were given without an explainer")
+        return None
+    if input_format != "normalised":
+        raise ValueError("explained exports take normalised images; use input_format='normalised'")
+    return ex.resolve_explainer(explainer, options)
+
+
+def _explained_metadata(meta: ExportMetadata, explainer: Explainer) -> ExportMetadata:
+    verification = meta.task == "verification"
+    return replace(
+        meta,
+        explainer=explainer.name,
+        explainer_options=ex.explainer_options(explainer),
+        input_names=("images", "target"),
+        output_names=("output", "map", "similarity") if verification else ("output", "map"),
+    )
+
+
+def _write_checked(
+    net: nn.Module, path: Path, meta: ExportMetadata, explainer: Explainer | None, tolerance: float
+) -> ExportResult:
+    """Export, check against PyTorch, then write the metadata; the file is complete only at the end."""
+    if explainer is None:
+        report = _export_plain(net, path, meta, tolerance)
+    else:
+        report = _export_explained(net, explainer, path, meta, tolerance)
+    floor = max(report.noise_floor.values()) if report.noise_floor else None
+    meta = replace(meta, parity_max_abs_diff=report.worst, parity_noise_floor=floor)
+    _finalise(path, meta)
+    logger.info("exported %s (parity max abs diff %.3g)", path, report.worst)
+    return ExportResult(path, meta, report)
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".data")):
+        leftover.unlink(missing_ok=True)
+
+
+def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, str]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from facexai.models.modules import ClassifierModule, VerificationModule
+
+    inferred = {ClassifierModule: "classification", VerificationModule: "verification"}
+    found = next((t for cls, t in inferred.items() if isinstance(model, cls)), None)
+    if task is None and found is None:
+        raise ValueError(
+            f"task must be 'classification' or 'verification' for a plain {type(model).__name__} "
+            "(it is inferred only for facexai's ClassifierModule and VerificationModule)"
+        )
+    if task is not None and task not in ("classification", "verification"):
+        raise ValueError(f"Unknown task {task!r}. Available: classification, verification")
+    if task is not None and found is not None and task != found:
+        raise ValueError(f"task={task!r} contradicts the {type(model).__name__}, a {found} model")
+    net = model.explained_model if found is not None else model
+    return net, task or found
+
+
+def _check_input_size(input_size: int, task: str) -> None:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 16:
+        raise ValueError(f"input_size must be an integer of at least 16 pixels, got {input_size!r}")
+    if task != "verification":
+        return
+    if input_size < INSIGHTFACE_MIN_SIZE or input_size % INSIGHTFACE_MULTIPLE:
+        raise ValueError(
+            f"input_size {input_size} does not fit the insightface layout of a verification model: "
+            f"it must be a multiple of {INSIGHTFACE_MULTIPLE} and at least {INSIGHTFACE_MIN_SIZE} "
+            "(insightface routes other sizes away from its ArcFace wrapper); e.g. 112"
+        )
+    if input_size in INSIGHTFACE_RESERVED_SIZES:
+        raise ValueError(
+            f"input_size {input_size} is routed by insightface to its landmark model, not ArcFace; "
+            "use another multiple of 16 (112, 128, 160, ...)"
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    """Eval mode for the export; every module's flag is restored afterwards."""
+    flags = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _output_width(net: nn.Module, input_size: int) -> int:
+    with torch.no_grad():
+        output = net(torch.zeros(1, 3, input_size, input_size))
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ValueError(f"the model must return (N, K) logits or (N, D) embeddings, got {shape}")
+    return int(output.shape[1])
+
+
+def _base_metadata(
+    model: nn.Module,
+    task: str,
+    input_size: int,
+    input_format: str,
+    width: int,
+    class_names: list[str] | None,
+    checkpoint: str | Path | None,
+) -> ExportMetadata:
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    if names is not None and len(names) != width:
+        raise ValueError(f"class_names has {len(names)} names but the model has {width} outputs")
+    verification = task == "verification"
+    return ExportMetadata(
+        task=task,
+        input_size=input_size,
+        input_format=input_format,
+        output_names=("embedding",) if verification else ("logits",),
+        version=facexai.__version__,
+        embedding_size=width if verification else None,
+        num_classes=None if verification else width,
+        class_names=None if verification or names is None else tuple(str(n) for n in names),
+        source_sha256=None if checkpoint is None else file_sha256(checkpoint),
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PlainGraph(nn.Module):
+    """The network, with (x - 127.5) * (1 / 127.5) in front for raw-pixel inputs."""
+
+    def __init__(self, net: nn.Module, raw_pixels: bool) -> None:
+        super().__init__()
+        self.net, self.raw_pixels = net, raw_pixels
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.raw_pixels:
+            images = (images - 127.5) * (1.0 / 127.5)
+        return self.net(images)
+
+
+def _export_plain(net: nn.Module, path: Path, meta: ExportMetadata, tolerance: float) -> parity.ParityReport:
+    raw = meta.input_format == "raw_pixels"
+    example = (torch.randn(2, 3, meta.input_size, meta.input_size) * (127.5 if raw else 1.0),)
+    _torch_export(PlainGraph(net, raw).eval(), example, path, meta, _weight_bytes(net))
+    _check_graph(path, meta)
+    reference = parity.plain_reference(net, meta.output_names[0])
+    return parity.check_parity(path, reference, None, meta.input_size, raw, tolerance)
+
+
+def _export_explained(
+    net: nn.Module, explainer: Explainer, path: Path, meta: ExportMetadata, tolerance: float
+) -> parity.ParityReport:
+    width = meta.embedding_size or meta.num_classes
+    module = ex.trace_explained(explainer, net, meta.task, meta.input_size, width).eval()
+    example = ex.example_inputs(meta.task, ex.TRACE_BATCH, meta.input_size, width)
+    _torch_export(module, example, path, meta, _weight_bytes(net))
+    _check_graph(path, meta)
+    reference = parity.explained_reference(net, explainer, meta.task)
+    return parity.check_parity(path, reference, parity.target_maker(net, meta.task), meta.input_size, False, tolerance)
+
+
+def _weight_bytes(net: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
+
+
+def _torch_export(
+    module: nn.Module, example: tuple[Tensor, ...], path: Path, meta: ExportMetadata, weight_bytes: int
+) -> None:
+    """``torch.onnx.export(dynamo=True)`` with one dynamic batch dimension shared by all inputs.
+
+    Weights go into the ``.onnx`` file itself (one file to deploy) unless protobuf's 2 GB limit
+    is near; then they are written to ``<name>.data`` beside it.
+    """
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    captured = io.StringIO()  # the exporter prints progress lines; a library must not
+    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+        # inputs sharing the batch Dim make the exporter note that it keeps one name: expected
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=True,
+            dynamic_shapes=tuple({0: batch} for _ in example),
+            input_names=list(meta.input_names),
+            output_names=list(meta.output_names),
+            external_data=weight_bytes > EXTERNAL_DATA_BYTES,
+            verbose=False,
+        )
+    logger.debug("torch.onnx.export output:\n%s", captured.getvalue())
+
+
+def _check_graph(path: Path, meta: ExportMetadata) -> None:
+    """Name the normalisation nodes and verify what insightface will infer from the graph."""
+    model = onnx.load(str(path), load_external_data=False)
+    if meta.input_format == "raw_pixels":
+        _name_normalisation_nodes(model)
+    if meta.task == "verification" and not meta.explained:
+        expected = (0.0, 1.0) if meta.input_format == "raw_pixels" else (127.5, 127.5)
+        inferred = insightface_normalisation(model)
+        if inferred != expected:
+            raise RuntimeError(
+                f"insightface would normalise this graph with mean/std {inferred}, not {expected}; "
+                "the first node names of the exported graph changed"
+            )
+    onnx.save(model, str(path))
+
+
+def _name_normalisation_nodes(model: onnx.ModelProto) -> None:
+    """Name the Sub reading the image input and the Mul reading the Sub as insightface expects."""
+    head = list(model.graph.node[:8])
+    source = model.graph.input[0].name
+    for op, new_name in zip(("Sub", "Mul"), NORMALISATION_NODES, strict=True):
+        node = next((n for n in head if n.op_type == op and source in n.input), None)
+        if node is None:
+            raise RuntimeError(f"the raw-pixel graph does not start with Sub, Mul: {[n.op_type for n in head]}")
+        node.name, source = new_name, node.output[0]
+
+
+def insightface_normalisation(model: onnx.ModelProto) -> tuple[float, float]:
+    """(mean, std) that insightface's ``ArcFaceONNX`` derives from the graph's first 8 node names.
+
+    Mirrors insightface 2.1 ``model_zoo/arcface_onnx.py``: a ``Sub``/``_minus`` and a
+    ``Mul``/``_mul`` node name among the first eight nodes mean the graph normalises itself.
+    """
+    names = [node.name for node in model.graph.node[:8]]
+    has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
+    has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
+    return (0.0, 1.0) if has_sub and has_mul else (127.5, 127.5)
+
+
+def _finalise(path: Path, meta: ExportMetadata) -> None:
+    """Write the metadata and run the full ONNX checker on the final file."""
+    model = onnx.load(str(path), load_external_data=False)
+    kept = {p.key: p.value for p in model.metadata_props if not p.key.startswith("facexai.")}
+    onnx.helper.set_model_props(model, {**kept, **meta.to_props()})
+    model.doc_string = f"facexai {meta.task} model" + (f" explained by {meta.explainer}" if meta.explainer else "")
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)

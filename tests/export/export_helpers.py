@@ -1,0 +1,62 @@
+"""Helpers shared by the export tests (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facexai.data.synthetic import generate_faces, sample_identities
+from facexai.models import ClassifierModule, VerificationModule
+
+EMBEDDING = 128
+CLASSIFIER_SIZE = 64
+#: identities of the synthetic pairs set and the pairs file written for them
+PAIRS_TEXT = "4\nid0 1 2\nid1 1 2\nid0 1 id1 2\nid2 1 id0 2\n"
+
+
+def seed_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm statistics and affine, so eval mode is not (nearly) the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                if module.weight is not None and module.weight.requires_grad:
+                    module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
+                if module.bias is not None:
+                    module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model.eval()
+
+
+def make_verification(seeded_norms: bool = True) -> VerificationModule:
+    """iresnet_mini at 112 px; ``seeded_norms=False`` keeps BatchNorm at its identity init."""
+    torch.manual_seed(0)
+    module = VerificationModule(
+        backbone="iresnet_mini", num_identities=8, embedding_size=EMBEDDING, backbone_kwargs={"img_size": 112}
+    )
+    return seed_norms(module) if seeded_norms else module.eval()
+
+
+def make_classifier(seeded_norms: bool = True) -> ClassifierModule:
+    """timm resnet10t with five named classes (used at 64 px)."""
+    torch.manual_seed(1)
+    module = ClassifierModule(backbone="resnet10t", num_classes=5, class_names=["a", "b", "c", "d", "e"])
+    return seed_norms(module, 1) if seeded_norms else module.eval()
+
+
+def save_checkpoint(module: nn.Module, path: Path) -> Path:
+    """What Lightning stores that facexai needs: state_dict + hyper_parameters (plain types)."""
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def synthetic_face(seed: int = 3, size: int = 112) -> np.ndarray:
+    """One rendered face, uint8 RGB (H, W, 3)."""
+    identities = sample_identities(1, torch.Generator().manual_seed(seed))
+    images, _ = generate_faces(torch.zeros(1, dtype=torch.long), identities, size, seed=seed)
+    return images[0].permute(1, 2, 0).numpy().copy()
