@@ -1,0 +1,128 @@
+"""Timing and peak-memory measurement shared by the benchmark scripts.
+
+Timing: the median over ``repeats`` runs after ``warmup`` untimed runs. On CUDA every run is
+bracketed by CUDA events (after a ``torch.cuda.synchronize``), so asynchronous kernels are
+counted; on the CPU ``time.perf_counter``.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before the
+run. On the CPU ``tracemalloc`` does not see torch's allocations, so the peak resident set size
+is used: Linux lets a process reset its high-water mark (``echo 5 > /proc/self/clear_refs``), and
+``VmHWM - VmRSS(before)`` is then the run's own peak. Where that is not possible the growth of
+``resource.getrusage().ru_maxrss`` is reported instead, which only shows runs that exceed every
+earlier peak of the process (the method in use is recorded in the JSON).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CLEAR_REFS = Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+
+
+@dataclass
+class Timing:
+    """Median seconds of one run, every run's seconds, and the run's peak memory in bytes."""
+
+    seconds: float
+    runs: list[float]
+    peak_bytes: int
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+class MemoryProbe:
+    """Peak memory of a code region on one device; see the module docstring for the method."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.hwm = device.type == "cpu" and _can_reset_hwm()
+        self._base = 0
+
+    @property
+    def method(self) -> str:
+        """What the peak numbers mean, for the report."""
+        if self.device.type == "cuda":
+            return "torch.cuda.max_memory_allocated minus allocated before"
+        if self.hwm:
+            return "peak RSS (VmHWM reset via /proc/self/clear_refs) minus RSS before"
+        return "growth of resource.getrusage ru_maxrss (only peaks above earlier ones show)"
+
+    def start(self) -> None:
+        """Mark the beginning of the region."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif self.hwm:
+            CLEAR_REFS.write_text("5")
+            self._base = (_status_kib("VmRSS") or 0) * 1024
+        else:
+            self._base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def peak(self) -> int:
+        """Bytes above the start level at the region's peak."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device) - self._base)
+        if self.hwm:
+            return max((_status_kib("VmHWM") or 0) * 1024 - self._base, 0)
+        return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._base, 0)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    begin = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> Timing:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs, and its peak memory.
+
+    The peak is taken over the last warm-up run (a separate untimed run if ``warmup`` is 0), so
+    resetting counters costs no timed time and expensive methods run no extra time.
+    """
+    for _ in range(warmup - 1):
+        fn()
+    probe = MemoryProbe(device)
+    probe.start()
+    fn()
+    peak = probe.peak()
+    runs = [_timed(fn, device) for _ in range(max(repeats, 1))]
+    return Timing(statistics.median(runs), runs, peak)
+
+
+def memory_method(device: torch.device) -> str:
+    """The description of the peak-memory method used on ``device``."""
+    return MemoryProbe(device).method

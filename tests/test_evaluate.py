@@ -1,0 +1,209 @@
+"""``facexai evaluate``: report files, CSV contents, user errors, and good-vs-bad maps.
+
+Models are tiny and untrained (seeded from the config); images are 32 px synthetic faces.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from facexai import cli
+from facexai.data.synthetic import generate_faces, sample_identities
+from facexai.data.transforms import normalise
+from facexai.evaluate import (
+    ViewMetrics,
+    ViewSpec,
+    build_explainers,
+    evaluate_main,
+    instantiate,
+    inverted_maps,
+    random_maps,
+)
+from facexai.explain import available_explainers
+
+VERIFICATION_YAML = """\
+seed_everything: 0
+model:
+  class_path: facexai.models.VerificationModule
+  init_args:
+    backbone: iresnet_mini
+    num_identities: 4
+    embedding_size: 16
+    backbone_kwargs:
+      img_size: 32
+data:
+  class_path: facexai.data.SyntheticFacesDataModule
+  init_args:
+    task: verification
+    num_identities: 4
+    images_per_identity: 2
+    num_val_identities: 4
+    val_images_per_identity: 2
+    num_val_pairs: 4
+    image_size: 32
+    batch_size: 4
+"""
+
+CLASSIFIER_YAML = """\
+seed_everything: 0
+model:
+  class_path: ClassifierModule
+  init_args:
+    backbone: iresnet_mini
+    num_classes: 4
+    backbone_kwargs:
+      img_size: 32
+data:
+  class_path: SyntheticFacesDataModule
+  init_args:
+    task: classification
+    num_identities: 4
+    images_per_identity: 1
+    val_images_per_identity: 1
+    image_size: 32
+    batch_size: 4
+"""
+
+FAST = ["--max-samples", "2", "--batch-size", "2", "--steps", "4", "--verification-steps", "2",
+        "--device", "cpu", "--no-progress"]  # fmt: skip
+PER_VIEW = ["deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
+            "average_drop_in_deletion", "pointing_game", "energy_pointing_game", "sparsity"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two threads contend and run ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_evaluate_pairs_writes_report_with_every_metric(tmp_path: Path) -> None:
+    config, out = _write(tmp_path, VERIFICATION_YAML), tmp_path / "eval"
+    argv = ["--config", str(config), "--explainers", "gradcam", "gradcam++", "--out", str(out), *FAST]
+    assert evaluate_main(argv) == 0
+    for name in ("results.md", "results.csv", "results.json", "curves_overlay.png", "curves_gradcam.png",
+                 "curves_gradcam++.png", "curves_random.png"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    rows = _read_csv(out / "results.csv")
+    names = [row["explainer"] for row in rows]
+    assert names[:3] == ["gradcam", "gradcam++", "random"]
+    assert names[3] in ("inverted gradcam", "inverted gradcam++")
+    assert (out / f"curves_{names[3].replace(' ', '_')}.png").is_file()
+    expected = [f"{m}_{v}" for v in ("pos", "neg") for m in PER_VIEW]
+    expected += ["verification_deletion_auc", "verification_insertion_auc"]
+    assert list(rows[0]) == ["explainer", "kind", "seconds_per_map", "maps", *expected]
+    for row in rows:
+        assert all(math.isfinite(float(row[column])) for column in expected), row
+        assert int(row["maps"]) == 8  # 2 pairs x 2 sides x (e+, e-)
+    assert float(rows[0]["seconds_per_map"]) > 0 and rows[2]["seconds_per_map"] == ""
+    report = (out / "results.md").read_text()
+    assert "deletion_auc_steps-4_baseline-zero_score-cosine" in report
+    assert "*random*" in report and "Del AUC e+ ↓" in report
+
+
+def test_evaluate_classifier_with_checkpoint_and_options(tmp_path: Path) -> None:
+    config, out = _write(tmp_path, CLASSIFIER_YAML), tmp_path / "eval"
+    torch.manual_seed(1)
+    module = instantiate({"class_path": "ClassifierModule", "init_args": {"backbone": "iresnet_mini", "num_classes": 4,
+                                                                        "backbone_kwargs": {"img_size": 32}}}, "model")
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "model.ckpt")
+    options = '{"cam2": {"method": "gradcam", "target_layer": "layer3"}}'
+    argv = ["--config", str(config), "--ckpt_path", str(tmp_path / "model.ckpt"), "--explainers", "cam2",
+            "--explainer-options", options, "--out", str(out), *FAST]  # fmt: skip
+    assert evaluate_main(argv) == 0
+    rows = _read_csv(out / "results.csv")
+    assert [row["explainer"] for row in rows] == ["cam2", "random", "inverted cam2"]
+    assert list(rows[0])[4:] == PER_VIEW
+    assert all(math.isfinite(float(rows[0][column])) for column in PER_VIEW)
+    assert "score-probability" in (out / "results.md").read_text()
+
+
+def test_unknown_explainer_lists_the_available_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path, VERIFICATION_YAML)
+    with pytest.raises(ValueError, match="Unknown explainer 'gradkam'") as err:
+        evaluate_main(["--config", str(config), "--explainers", "gradkam", *FAST])
+    assert all(name in str(err.value) for name in available_explainers())
+    assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradkam"]) == 2
+    assert "Available: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("names", "options", "message"),
+    [
+        (["gradcam"], {"fame": {"iterations": 5}}, "not in --explainers"),
+        (["gradcam"], {"gradcam": {"no_such_option": 1}}, "invalid options"),
+        (["random"], {}, "reserved"),
+    ],
+)
+def test_bad_explainer_options_are_user_errors(names: list[str], options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_explainers(names, options)
+
+
+def test_config_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        evaluate_main(["--config", str(tmp_path / "missing.yaml"), "--explainers", "gradcam"])
+    with pytest.raises(ValueError, match="does not name an importable class"):
+        instantiate({"class_path": "facexai.models.NoSuchModule"}, "model")
+    config = _write(tmp_path, VERIFICATION_YAML)
+    torch.save({"state_dict": {"not_a_weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="does not fit the model built from the config"):
+        evaluate_main(["--config", str(config), "--ckpt_path", str(tmp_path / "other.ckpt"), "--explainers",
+                       "gradcam", *FAST])  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
+        evaluate_main(["--config", str(config), "--ckpt_path", str(tmp_path / "x.ckpt"), "--explainers", "gradcam",
+                       *FAST])  # fmt: skip
+
+
+def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:
+    """On a scorer that reads only identity-mask pixels, the mask is the perfect explanation.
+
+    score(x) = sum over mask pixels of x * sign(x_clean): deleting a mask pixel lowers it,
+    deleting anything else changes nothing. The mask used as a map must then beat a random map,
+    which must beat the inverted mask, on deletion, insertion and both pointing games.
+    """
+    identities = sample_identities(4, torch.Generator().manual_seed(0))
+    uint8, masks = generate_faces(torch.arange(4).repeat_interleave(2), identities, 32, seed=1)
+    images = normalise(uint8)
+    weights = masks[:, None].float() * images.sign()
+
+    def score_fn(batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return (batch * weights[index]).flatten(1).sum(1)
+
+    view = ViewSpec("", "", "mask-weighted-sum", False, "difference")
+    truth = masks.float()
+    maps = {
+        "truth": truth,
+        "random": random_maps(0)(0, view, images, None),
+        "inverted": inverted_maps([{"": truth}])(0, view, images, None),
+    }
+    values = {}
+    for name, method_maps in maps.items():
+        metrics = ViewMetrics(view, steps=16)
+        metrics.update(score_fn, images, method_maps, masks)
+        values[name] = metrics.values()
+    truth_v, random_v, inverted_v = values["truth"], values["random"], values["inverted"]
+    assert truth_v["deletion_auc"] < random_v["deletion_auc"] < inverted_v["deletion_auc"]
+    assert truth_v["insertion_auc"] > random_v["insertion_auc"] > inverted_v["insertion_auc"]
+    assert truth_v["pointing_game"] == 1.0 and inverted_v["pointing_game"] == 0.0
+    assert truth_v["pointing_game"] > random_v["pointing_game"]
+    assert truth_v["energy_pointing_game"] == pytest.approx(1.0)
+    assert truth_v["energy_pointing_game"] > random_v["energy_pointing_game"] > inverted_v["energy_pointing_game"]
