@@ -171,13 +171,11 @@ def fold_accuracies(scores: Tensor, issame: Tensor, n_folds: int = 10) -> Tensor
     return torch.stack(accuracies)
 
 
-def _undefined(scores: Tensor, issame: Tensor, n_folds: int) -> str | None:
-    """Why the metrics are undefined for these pairs (one class, too few pairs), or None."""
+def _undefined(issame: Tensor) -> str | None:
+    """Why no verification metric is defined for these pairs (only one class), or None."""
     n_pos = int(issame.sum())
     if n_pos == 0 or n_pos == len(issame):
         return f"{n_pos} genuine pairs of {len(issame)} (both classes are needed)"
-    if len(scores) < n_folds:
-        return f"{len(scores)} pairs for {n_folds} folds"
     return None
 
 
@@ -193,13 +191,19 @@ def _verification_compute(
     if not scores.dtype.is_floating_point:
         scores = scores.float()
     issame = issame.long()
-    reason = None if strict else _undefined(scores, issame, n_folds)
+    reason = None if strict else _undefined(issame)
     if reason is not None:
         rank_zero_warn(f"verification metrics are undefined for {reason}; returning NaN")
         return {key: scores.new_tensor(float("nan")) for key in VERIFICATION_KEYS}
-    _check_pairs(scores, issame, n_folds)
+    too_few = not strict and len(scores) < n_folds
+    _check_pairs(scores, issame, None if too_few else n_folds)
     eer, eer_threshold = equal_error_rate(scores, issame)
-    accuracies = fold_accuracies(scores, issame, n_folds)
+    if too_few:
+        # ROC-based numbers are defined for any two-class set; only the k-fold accuracy is not.
+        rank_zero_warn(f"{len(scores)} pairs are fewer than {n_folds} folds; accuracy is NaN")
+        accuracies = scores.new_full((1,), float("nan"))
+    else:
+        accuracies = fold_accuracies(scores, issame, n_folds)
     _, ranks = _dense_ranks(scores)
     return {
         "roc_auc": binary_auroc(ranks, issame).to(scores.dtype),
@@ -239,7 +243,7 @@ class PairVerificationMetrics(Metric):
 
     Thresholds (EER, fold thresholds) are dataset-level, so all scores are kept ("cat" states)
     and gathered across processes before computing. Where the metrics are undefined (one class
-    only, fewer pairs than folds) ``compute()`` warns and returns NaN for every key instead of
+    only) ``compute()`` warns and returns NaN for every key (fewer pairs than folds: NaN accuracy) instead of
     raising, so a Lightning sanity check on two tiny batches cannot stop training.
 
     Args:

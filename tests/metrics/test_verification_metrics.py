@@ -150,3 +150,17 @@ def test_eer_exact_at_a_vertex_with_thirds() -> None:
 def test_labels_must_be_binary() -> None:
     with pytest.raises(ValueError, match="0/1"):
         verification_metrics(SCORES, ISSAME * 2, n_folds=2)
+
+
+def test_metric_class_with_fewer_pairs_than_folds_keeps_roc_numbers():
+    # 6 pairs, 10 folds: the k-fold accuracy is undefined, ROC AUC and EER are not.
+    import warnings
+
+    metric = PairVerificationMetrics(n_folds=10)
+    metric.update(torch.tensor([0.9, 0.8, 0.3, 0.7, 0.2, 0.1]), torch.tensor([1, 1, 0, 1, 0, 0]).bool())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = metric.compute()
+    assert values["roc_auc"].item() == 1.0  # every genuine score above every impostor score
+    assert values["eer"].item() == 0.0
+    assert torch.isnan(values["accuracy"])
