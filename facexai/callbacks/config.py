@@ -110,5 +110,7 @@ def check_layers(explainers: Mapping[str, Explainer], model: nn.Module) -> None:
 
 
 def tag_label(label: str) -> str:
-    """A TensorBoard-safe tag component: ``gradcam++`` -> ``gradcam_pp``."""
-    return re.sub(r"[^\w.-]", "_", label.replace("++", "_pp").replace("+", "_p"))
+    """A TensorBoard-safe tag: ``gradcam++`` -> ``gradcam_pp``; ``/`` separates a set name."""
+    return "/".join(
+        re.sub(r"[^\w.-]", "_", part.replace("++", "_pp").replace("+", "_p")) for part in label.split("/")
+    )

@@ -58,6 +58,9 @@ class ExplanationCallback(pl.Callback):
         target: "label" explains the true class, "prediction" the predicted one (classifiers).
         target_layer: default layer of every CAM-type explainer that has no ``target_layer``.
         explain_dissimilar: for face pairs also compute e- maps (what pushes a pair apart).
+        explain_all_sets: explain every validation dataloader, not only the first; metrics and
+            images are then tagged per set (``val/xai/<set>/<explainer>/...``), the set named by
+            the module's ``val_set_names`` (e.g. lfw, cfp_fp) or ``set<index>``.
         model_attr: attribute (dotted) holding the network of a module without
             ``explained_model``; ``None`` explains the module's own ``forward``.
         image_key: batch key of single images (dict batches).
@@ -88,6 +91,7 @@ class ExplanationCallback(pl.Callback):
         target: Literal["label", "prediction"] = "label",
         target_layer: str | None = None,
         explain_dissimilar: bool = True,
+        explain_all_sets: bool = False,
         model_attr: str | None = "model",
         image_key: str = "image",
         label_key: str = "label",
@@ -116,6 +120,7 @@ class ExplanationCallback(pl.Callback):
         self.suite = MetricSuite(parse_metric_specs(metrics), *_channel_stats(mean, std))
         self.every_n_epochs, self.max_samples, self.batches_per_epoch = every_n_epochs, max_samples, batches_per_epoch
         self.explain_dissimilar, self.class_names = explain_dissimilar, class_names
+        self.explain_all_sets = explain_all_sets
         self.colormap, self.tile_size = colormap, tile_size
         self.log_images, self.log_curves = log_images, log_curves
         self.max_time_share, self.png_dir = max_time_share, png_dir
@@ -172,7 +177,7 @@ class ExplanationCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int,
         stage: str,
     ) -> None:  # fmt: skip
-        if dataloader_idx != 0 or batch_idx >= self.batches_per_epoch:
+        if (dataloader_idx != 0 and not self.explain_all_sets) or batch_idx >= self.batches_per_epoch:
             return
         if trainer.sanity_checking and batch_idx == 0:
             # Reading the batch is cheap: a batch format the callback cannot read fails here,
@@ -184,17 +189,27 @@ class ExplanationCallback(pl.Callback):
         with _plain_mode(pl_module.device.type):
             inputs = self.adapter.read(pl_module, batch, self.max_samples)
             self._check_inputs(inputs)
-            views = self._explain_all(pl_module, inputs)
+            views = self._explain_all(pl_module, inputs, self._set_prefix(pl_module, dataloader_idx))
         if batch_idx == 0:
             start = time.perf_counter()
             self._log_first_batch(trainer, pl_module, inputs, views, stage)
             self._logging_s += time.perf_counter() - start
 
-    def _explain_all(self, pl_module: pl.LightningModule, inputs: ExplanationInputs) -> dict[str, list[View]]:
+    def _set_prefix(self, pl_module: pl.LightningModule, dataloader_idx: int) -> str:
+        """``"<set>/"`` when every validation set is explained, else no prefix."""
+        if not self.explain_all_sets:
+            return ""
+        names = getattr(pl_module, "val_set_names", None) or []
+        return f"{names[dataloader_idx] if dataloader_idx < len(names) else f'set{dataloader_idx}'}/"
+
+    def _explain_all(
+        self, pl_module: pl.LightningModule, inputs: ExplanationInputs, set_prefix: str = ""
+    ) -> dict[str, list[View]]:
         model = self.adapter.resolve_model(pl_module)
         self.suite.count(len(inputs.images) // (2 if inputs.pairs else 1), inputs.images.device)
         all_views = {}
-        for label, explainer in self.explainers.items():
+        for name, explainer in self.explainers.items():
+            label = set_prefix + name
             start = time.perf_counter()
             views = self._views(explainer, model, inputs)
             for view in views:

@@ -1,4 +1,4 @@
-"""A fast_dev_run fit from the CLI on insightface-format fixtures (RecordIO + two .bin sets)."""
+"""A short fit from the CLI on insightface-format fixtures (RecordIO + two .bin sets, both explained)."""
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ def test_fit_on_recordio_and_two_bin_sets(tmp_path, capsys):
     config = {
         "trainer": {"accelerator": "cpu", "devices": 1, "enable_checkpointing": False, "enable_progress_bar": False,
                     "enable_model_summary": False,
+                    "callbacks": [{"class_path": "facexai.callbacks.ExplanationCallback",
+                                   "init_args": {"explainers": ["gradcam"], "max_samples": 2, "explain_all_sets": True,
+                                                 "metrics": {"deletion_auc": {"steps": 4}}}}],
                     "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs")}}},
         "model": {"class_path": "facexai.models.VerificationModule",
                   "init_args": {"backbone": "iresnet_mini", "num_identities": 3, "embedding_size": 16,
@@ -40,7 +43,8 @@ def test_fit_on_recordio_and_two_bin_sets(tmp_path, capsys):
 
     with next((tmp_path / "logs").rglob("metrics.csv")).open() as fh:
         rows = list(csv.DictReader(fh))
-    # each .bin set is validated and logged under its own name, with real numbers
+    # each .bin set is validated, logged under its own name and explained by the callback
     for name in ("lfw", "cfp_fp"):
-        values = [float(r[f"val/{name}/roc_auc"]) for r in rows if r.get(f"val/{name}/roc_auc")]
-        assert values and all(0.0 <= v <= 1.0 for v in values)
+        for key in (f"val/{name}/roc_auc", f"val/xai/{name}/gradcam/deletion_auc_pos"):
+            values = [float(r[key]) for r in rows if r.get(key)]
+            assert values and all(-1.0 <= v <= 1.0 for v in values), key
