@@ -10,26 +10,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from facexai.data.folders import ImageFileDataset, PairFileDataset, read_pairs, scan_class_folders
+from facexai.data.loaders import make_loader
 from facexai.data.transforms import build_augmentation
 
 
-class _LoaderMixin(pl.LightningDataModule):
-    """Shared DataLoader construction (batch size, workers, persistence)."""
-
-    batch_size: int
-    num_workers: int
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-
-class ImageFolderDataModule(_LoaderMixin):
+class ImageFolderDataModule(pl.LightningDataModule):
     """Classification from ``root/<class>/<image>`` folders.
 
     Args:
@@ -87,17 +72,17 @@ class ImageFolderDataModule(_LoaderMixin):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return make_loader(self.val_set, self.batch_size, self.num_workers, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
 
-class FacePairsDataModule(_LoaderMixin):
+class FacePairsDataModule(pl.LightningDataModule):
     """Face recognition from identity folders, validated on LFW-style pairs files.
 
     Args:
@@ -131,16 +116,16 @@ class FacePairsDataModule(_LoaderMixin):
         self.val_set_names = [Path(p).stem for p in paths]
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s, shuffle=False) for s in self.val_sets]
+        return [make_loader(s, self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 
 
-class InsightFaceDataModule(_LoaderMixin):
+class InsightFaceDataModule(pl.LightningDataModule):
     """insightface's formats: ``train.rec``/``train.idx`` for training, ``.bin`` sets to validate.
 
     Args:
@@ -175,10 +160,10 @@ class InsightFaceDataModule(_LoaderMixin):
         self.val_set_names = [Path(p).stem for p in paths]
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s, shuffle=False) for s in self.val_sets]
+        return [make_loader(s, self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from facexai.data.loaders import make_loader
 from facexai.data.synthetic import generate_faces, identity_seed, make_pairs, sample_identities
 from facexai.data.tensor_datasets import ImageTensorDataset, PairTensorDataset
 from facexai.data.transforms import build_augmentation
@@ -93,25 +94,15 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return make_loader(self.val_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=False)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            drop_last=False,
-        )
+        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
