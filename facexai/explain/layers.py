@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,7 +35,22 @@ def last_feature_layer(model: nn.Module, images: Tensor) -> str:
     ``features``, i.e. the last spatial representation before the head flattens it. Adaptive
     pooling layers and 1x1 outputs belong to the head (a global pool, VGG's resampling
     ``avgpool``) and are skipped.
+
+    The search costs a forward pass, so its answer is remembered per model and input size
+    (weakly: a deleted model frees its entry) instead of being repeated on every explainer call.
     """
+    size = tuple(images.shape[-2:])
+    known = _DEFAULT_LAYERS.setdefault(model, {})
+    if size not in known:
+        known[size] = _search_last_feature_layer(model, images)
+    return known[size]
+
+
+#: model -> {input (H, W): default CAM layer name}
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]]" = weakref.WeakKeyDictionary()
+
+
+def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
     finished: list[str] = []
 
     def make_hook(name: str) -> Callable:

@@ -174,3 +174,18 @@ def test_cam_layer_followed_by_inplace_relu():
     assert isinstance(model.features[27], torch.nn.ReLU) and model.features[27].inplace
     maps = create_explainer("gradcam", target_layer="features.26")(model, torch.randn(2, 3, 64, 64), ClassTarget([0, 1]))
     assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()
+
+
+def test_default_layer_search_runs_once_per_model_and_size(monkeypatch):
+    import torchvision
+
+    from facexai.explain import layers
+
+    calls = []
+    search = layers._search_last_feature_layer
+    monkeypatch.setattr(layers, "_search_last_feature_layer", lambda m, x: calls.append(x.shape) or search(m, x))
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    for _ in range(2):
+        assert layers.last_feature_layer(model, torch.randn(2, 3, 64, 64)) == "layer4"
+    assert layers.last_feature_layer(model, torch.randn(1, 3, 96, 96)) == "layer4"
+    assert len(calls) == 2  # one search per input size, none repeated
