@@ -15,7 +15,8 @@ Three things needed help beyond that recipe, each kept in this module:
 - Python control flow on tensor *values* (``if bool((x < 0).any())``) cannot be traced
   symbolically. Where such a branch is only a diagnostic (LIFT-CAM's summation-to-delta warning)
   the traced function skips it; where both branches give the same number (FG-CAM's signed z+
-  rule adds a term that is exactly zero for non-negative inputs) the branch-free form is traced.
+  rule: its non-negative-input shortcut drops a term that is zero there) the branch-free form is
+  traced.
 - Python ``len(images)`` turns the symbolic batch size into the example's constant. Such
   explainers are traced for one sample and exported inside an ONNX ``Scan`` over the batch
   (:class:`PerSampleGraph`): slower than one batched pass, but exact and any batch size.
@@ -31,7 +32,7 @@ import logging
 import sysconfig
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -161,24 +162,18 @@ RAW_MAPS: dict[str, RawMapFn] = {"liftcam": _raw_liftcam}
 
 @contextmanager
 def _traceable_rules(explainer: Explainer) -> Iterator[None]:
-    """FG-CAM: trace the signed z+ rule without its ``if (x < 0).any()`` branch.
+    """FG-CAM: trace the signed z+ rule without its ``if (x >= 0).all()`` shortcut.
 
-    The branch only skips ``layer(x-, W-)``, which is exactly zero when x >= 0 (biases are
-    excluded), so always adding it gives the same numbers for every input.
+    The shortcut only drops ``layer(x-, W-)``, which is zero when x >= 0 (biases are excluded),
+    so the branch-free :func:`~facexai.explain._lrp.signed_zplus_any` gives the same maps for
+    every input, up to float rounding.
     """
     if explainer.name != "fgcam":
         yield
         return
     from facexai.explain import _lrp
 
-    def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor) -> Tensor:
-        weight = module.weight.detach()
-        contributions = _lrp._apply(module, weight.clamp(min=0), inputs.clamp(min=0))
-        contributions = contributions + _lrp._apply(module, weight.clamp(max=0), inputs.clamp(max=0))
-        return _lrp.ratio_output(output, contributions)
-
-    patch = mock.patch.object(_lrp, "signed_zplus", signed_zplus) if hasattr(_lrp, "signed_zplus") else nullcontext()
-    with patch:
+    with mock.patch.object(_lrp, "signed_zplus", _lrp.signed_zplus_any):
         yield
 
 

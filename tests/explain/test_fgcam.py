@@ -234,6 +234,64 @@ def test_rules_match_an_explicit_layer_by_layer_walk():
     torch.testing.assert_close(raw(model, x, target, target_layer="pool"), r_x.sum(1))
 
 
+class ToySigned(nn.Module):
+    """conv -> BN (signed output) -> conv(bias) -> ReLU -> pool -> linear: the IResNet pattern."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv = nn.Conv2d(4, 5, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.relu(self.conv(self.bn(self.conv0(x)))).mean(dim=(2, 3)))
+
+
+def test_signed_zplus_matches_the_four_term_formula():
+    """Relevance through a conv reading signed inputs: x+ W+^T (R / z) + x- W-^T (R / z) with
+    z = conv(x+, W+) + conv(x-, W-), written out with four separate convolutions."""
+    model = reinitialise(ToySigned(), 8)
+    x = seeded_images(9, 2, 8)
+    target = ClassTarget([0, 2])
+    with torch.enable_grad():
+        b = model.bn(model.conv0(x)).detach()
+        a = model.relu(model.conv(b)).detach().requires_grad_(True)
+        alpha = grad(target(model.fc(a.mean(dim=(2, 3)))).sum(), a, None).mean(dim=(2, 3))
+        components = alpha[:, :, None, None] * a.detach()
+        assert bool((b < 0).any()) and bool((b > 0).any())
+        pos, neg = b.clamp(min=0).requires_grad_(True), b.clamp(max=0).requires_grad_(True)
+        w = model.conv.weight
+        y1, y2 = F.conv2d(pos, w.clamp(min=0), padding=1), F.conv2d(neg, w.clamp(max=0), padding=1)
+        s = safe_divide(components, (y1 + y2).detach())  # ReLU passes R; 0/0 := 0
+        expected = (pos * grad(y1, pos, s) + neg * grad(y2, neg, s)).detach().sum(1)
+    got = raw(model, x, target, target_layer="relu", explain_at="bn")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_rule_weights_follow_in_place_weight_updates():
+    """W+, W- and |W| are remembered between calls; an optimiser-style in-place update (or a new
+    parameter) must not leave stale copies behind."""
+    model = reinitialise(ToySigned(), 8)
+    x = seeded_images(9, 2, 8)
+    target = ClassTarget([0, 2])
+    raw(model, x, target, target_layer="relu")  # fills the cache
+    with torch.no_grad():
+        model.conv.weight.mul_(-1.5)
+        model.conv0.weight.add_(0.3)
+    fresh = reinitialise(ToySigned(), 8)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(
+        raw(model, x, target, target_layer="relu"), raw(fresh, x, target, target_layer="relu")
+    )
+    model.conv.weight = nn.Parameter(torch.randn_like(model.conv.weight))
+    fresh.conv.weight = nn.Parameter(model.conv.weight.detach().clone())
+    torch.testing.assert_close(
+        raw(model, x, target, target_layer="relu"), raw(fresh, x, target, target_layer="relu")
+    )
+
+
 def test_safe_divide_drops_zero_and_vanishing_denominators():
     numerator = torch.tensor([1.0, 0.0, 2.0, 1.0, -3.0])
     denominator = torch.tensor([0.0, 0.0, 4.0, 1e-38, -1.5])
