@@ -8,7 +8,9 @@ Rows: every registered explainer on IResNet-50 at 112 px explaining face similar
 and one repeat (for CI). Each row gives the median seconds per batch after warm-up, images/s,
 the ratio to the method's floor and to one forward pass, and the peak memory.
 
-Floors, measured in the same run on the same batch:
+Floors, measured in the same run on the same batch (the ``Floors`` table), and again in
+alternation with every method (one floor run before each timed run: the ``floor s`` and
+``x floor`` columns), so that the machine's drift between measurements cancels:
 
 - ``forward``: one forward pass without gradients.
 - ``cam``: the last-layer CAM floor, forward + backward from the score to the target layer only
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import compare  # noqa: E402
-from harness import measure, memory_method  # noqa: E402
+from harness import measure, measure_against, memory_method  # noqa: E402
 
 from facexai.explain import ClassTarget, SimilarityTarget, Target, available_explainers, create_explainer  # noqa: E402
 from facexai.explain.base import explanation_mode  # noqa: E402
@@ -242,7 +244,7 @@ def bench_model(spec: ModelSpec, config: Config, device: torch.device) -> dict[s
         progress(f"{spec.key} batch {batch} floors: " + ", ".join(f"{k} {t.seconds:.4g} s" for k, t in floors.items()))
         out["floors"] += [_row(spec.key, batch, f"floor:{k}", t, forward, None) for k, t in floors.items()]
         if "explainers" in config.sections:
-            out["rows"] += explainer_rows(spec, model, images, target, floors, config, device)
+            out["rows"] += explainer_rows(spec, model, images, target, floors, config, device, functions)
         if "metrics" in config.sections and batch == min(config.batch_sizes):
             out["metrics"].append(deletion_insertion_row(spec, model, images, target, forward, config, device))
         if "compare" in config.sections and batch == max(config.batch_sizes):
@@ -251,19 +253,22 @@ def bench_model(spec: ModelSpec, config: Config, device: torch.device) -> dict[s
 
 
 def explainer_rows(spec: ModelSpec, model: nn.Module, images: Tensor, target: Target, floors: dict, config: Config,
-                   device: torch.device) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per selected method on this batch."""
+                   device: torch.device, functions: dict[str, Callable[[], object]]) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per selected method on this batch, timed in alternation with its floor."""
     rows = []
     for name in config.methods:
         options = method_options(name, spec, config.quick)
         config.options[name] = options
         explainer = create_explainer(name, **options)
-        timing = measure(_explain_fn(explainer, model, images, target), device, config.repeats, config.warmup)
-        progress(f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s")
         floor = floor_of(name, explainer)
+        timing, floor_timing = measure_against(_explain_fn(explainer, model, images, target), functions[floor],
+                                               device, config.repeats, config.warmup)  # fmt: skip
+        progress(f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s ({floor} floor {floor_timing.seconds:.4g} s)")
         per = options.get("iterations", 1) if name == "fame" else 1
-        rows.append(_row(spec.key, len(images), name, timing, floors["forward"].seconds,
-                         (floor, floors[floor].seconds), per, options))  # fmt: skip
+        row = _row(spec.key, len(images), name, timing, floors["forward"].seconds,
+                   (floor, floor_timing.seconds), per, options)  # fmt: skip
+        row["floor_s"] = floor_timing.seconds
+        rows.append(row)
     return rows
 
 
@@ -291,11 +296,11 @@ def deletion_insertion_row(spec: ModelSpec, model: nn.Module, images: Tensor, ta
                 model(chunk[: min(CHUNK, total - start)])
 
     repeats = min(config.repeats, 3)
-    timing = measure(run, device, repeats, config.warmup)
-    floor = measure(batched_forwards, device, repeats, config.warmup)
+    timing, floor = measure_against(run, batched_forwards, device, repeats, config.warmup)
     floor_spec = (f"{total} batched forwards", floor.seconds)
     row = _row(spec.key, len(images), f"deletion+insertion({DI_STEPS})", timing, forward, floor_spec)
     row["scored_images"] = total
+    row["floor_s"] = floor.seconds
     progress(f"{spec.key} deletion+insertion: {timing.seconds:.4g} s, floor {floor.seconds:.4g} s")
     return row
 
@@ -423,6 +428,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
 ROW_COLUMNS = [("model", "model"), ("batch", "batch"), ("method", "method"), ("seconds", "s/batch"),
                ("images_per_s", "img/s"), ("floor", "floor"), ("x_floor", "x floor"), ("x_forward", "x forward"),
                ("peak_mb", "peak MB")]  # fmt: skip
+#: explainer and metric rows also show the floor's own time, measured in alternation with them
+TIMED_COLUMNS = ROW_COLUMNS[:6] + [("floor_s", "floor s")] + ROW_COLUMNS[6:]
 COMPARE_COLUMNS = [("model", "model"), ("batch", "batch"), ("method", "facexai"), ("library", "library"),
                    ("other", "class"), ("facexai_s", "facexai s"), ("other_s", "other s"), ("speedup", "other/facexai"),
                    ("pearson", "Pearson"), ("pearson_samples", "n"), ("skipped", "note")]  # fmt: skip
@@ -435,9 +442,9 @@ def report(result: dict[str, Any]) -> str:
              f"{meta['load_average_start']} -> {meta['load_average_end']} | memory: {meta['memory_method']}",
              "FAME rows: seconds per iteration (x floor and x forward per iteration); img/s for the whole call.",
              "", "Floors", table(result["floors"], ROW_COLUMNS[:5] + ROW_COLUMNS[-1:]),
-             "", "Explainers", table(result["rows"], ROW_COLUMNS)]  # fmt: skip
+             "", "Explainers", table(result["rows"], TIMED_COLUMNS)]  # fmt: skip
     if result["metrics"]:
-        parts += ["", "Deletion + insertion", table(result["metrics"], ROW_COLUMNS)]
+        parts += ["", "Deletion + insertion", table(result["metrics"], TIMED_COLUMNS)]
     if result["comparisons"]:
         title = "Side by side (Pearson after identical post-processing; n = samples whose maps are not constant)"
         parts += ["", title, table(result["comparisons"], COMPARE_COLUMNS)]
