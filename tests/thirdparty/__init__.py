@@ -1,0 +1,1 @@
+"""Third-party model files built in their own layouts, independently of facexai's code."""
