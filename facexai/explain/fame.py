@@ -16,6 +16,7 @@ run exactly ``iterations`` steps.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,9 @@ from facexai.explain.targets import Target
 
 #: luma weights of torchvision's ``rgb_to_grayscale``, which the FAME reference maps go through
 LUMA = (0.2989, 0.587, 0.114)
+#: the paper's blur (arXiv 2605.12017): kernel 49, sigma 7.7 px on 112 px ArcFace crops
+PAPER_SIDE, PAPER_KERNEL, PAPER_SIGMA = 112, 49, 7.7
+AUTO = "auto"
 
 
 @register_explainer("fame")
@@ -47,13 +51,21 @@ class FAME(Explainer):
             and takes no further steps. Any finite number is accepted, since a classification
             loss is a raw logit that may legitimately be driven below zero. ``None`` (default)
             always runs ``iterations`` steps.
-        blur_kernel: odd size of the Gaussian smoothing kernel (paper: 49; 1 turns the blur
-            off). On images whose shorter side ``m`` is at most ``blur_kernel // 2``, reflect
+        blur_kernel: odd size of the Gaussian smoothing kernel, or ``"auto"`` (default): the
+            odd kernel that keeps the paper's truncation radius of 24 px = 3.12 sigma, i.e.
+            ``2 * round(sigma * 24 / 7.7) + 1``, which is the paper's 49 at sigma 7.7. 1 turns
+            the blur off. On images whose shorter side ``m`` is at most ``kernel // 2``, reflect
             padding is impossible, so the kernel is truncated to ``2 * m - 1`` (sigma
             unchanged). The blur sets the maps' coarse structure: on the 64 px demo faces the
-            blurred maps kept a Spearman correlation of 0.52 with those of a fully re-initialised
-            model, 0.33 unblurred (``benchmarks/README.md``, sanity).
-        blur_sigma: standard deviation of the Gaussian (paper: 7.7).
+            paper's fixed blur kept a Spearman correlation of 0.52 with the maps of a fully
+            re-initialised model, 0.33 unblurred (``benchmarks/README.md``, sanity).
+        blur_sigma: standard deviation of the Gaussian in pixels (paper: 7.7), or ``"auto"``:
+            the paper's blur scaled to the input, ``7.7 * side / 112`` with ``side`` the shorter
+            image side, computed per call. FAME (arXiv 2605.12017) states 7.7 px for 112 px
+            ArcFace crops; a fixed 7.7 px on a 64 px face covers 1.75x more of the face, and on
+            224 px crops half as much, so ``"auto"`` keeps the blur the same *fraction* of the
+            face at any resolution. At 112 px ``"auto"`` is exactly the paper's (kernel 49,
+            sigma 7.7); at 64 px it is sigma 4.4 with kernel 29.
 
     Attributes:
         last_iterations: steps taken per sample in the most recent call, LongTensor (N,) on the
@@ -65,19 +77,21 @@ class FAME(Explainer):
         iterations: int = 500,
         step_size: float = 1.0 / 255.0,
         epsilon: float | None = None,
-        blur_kernel: int = 49,
-        blur_sigma: float = 7.7,
+        blur_kernel: int | Literal["auto"] = AUTO,
+        blur_sigma: float | Literal["auto"] = PAPER_SIGMA,
     ) -> None:
         check_positive("iterations", iterations, integer=True)
         check_positive("step_size", step_size)
         check_epsilon(epsilon)
-        check_kernel(blur_kernel)
-        check_positive("blur_sigma", blur_sigma)
+        if blur_kernel != AUTO:
+            check_kernel(blur_kernel)
+        if blur_sigma != AUTO:
+            check_sigma(blur_sigma)
         self.iterations = iterations
         self.step_size = float(step_size)
         self.epsilon = None if epsilon is None else float(epsilon)
-        self.blur_kernel = blur_kernel
-        self.blur_sigma = float(blur_sigma)
+        self.blur_kernel: int | str = blur_kernel
+        self.blur_sigma: float | str = blur_sigma if blur_sigma == AUTO else float(blur_sigma)
         self._last_iterations: Tensor | None = None
 
     @property
@@ -90,7 +104,27 @@ class FAME(Explainer):
             model, images, target, self.iterations, self.step_size, self.epsilon
         )
         self._last_iterations = steps
-        return fame_map(images, adversarial, self.blur_kernel, self.blur_sigma)
+        return fame_map(images, adversarial, *self.blur_parameters(images.shape[-2:]))
+
+    def blur_parameters(self, size: tuple[int, int] | torch.Size) -> tuple[int, float]:
+        """(kernel, sigma) used for images of ``size`` (H, W), with every ``"auto"`` resolved.
+
+        The kernel is the requested one; :func:`fame_map` may still truncate it on images too
+        small for its reflect padding (:func:`effective_kernel`).
+        """
+        sigma = scaled_sigma(size) if self.blur_sigma == AUTO else float(self.blur_sigma)
+        kernel = matching_kernel(sigma) if self.blur_kernel == AUTO else int(self.blur_kernel)
+        return kernel, sigma
+
+
+def scaled_sigma(size: tuple[int, int] | torch.Size) -> float:
+    """The paper's sigma (7.7 px at 112 px) scaled to the shorter side of ``size`` (H, W)."""
+    return PAPER_SIGMA * min(size) / PAPER_SIDE
+
+
+def matching_kernel(sigma: float) -> int:
+    """The odd kernel (>= 1) with the paper's radius-to-sigma ratio (24 / 7.7): 49 at 7.7."""
+    return 2 * round(sigma * (PAPER_KERNEL // 2) / PAPER_SIGMA) + 1
 
 
 def fame_perturb(
@@ -227,8 +261,17 @@ def check_epsilon(epsilon: object) -> None:
         raise ValueError(f"epsilon must be None or a finite number, got {epsilon!r}")
 
 
+def check_sigma(blur_sigma: object) -> None:
+    """Raise unless ``blur_sigma`` is a positive number (``"auto"`` is checked by the caller)."""
+    if isinstance(blur_sigma, str):
+        raise ValueError(f"blur_sigma must be a positive number or 'auto', got {blur_sigma!r}")
+    check_positive("blur_sigma", blur_sigma)  # type: ignore[arg-type]
+
+
 def check_kernel(blur_kernel: object) -> None:
-    """Raise unless ``blur_kernel`` is an odd positive integer."""
+    """Raise unless ``blur_kernel`` is an odd positive integer (``"auto"`` is checked by the caller)."""
+    if isinstance(blur_kernel, str):
+        raise ValueError(f"blur_kernel must be an odd positive integer or 'auto', got {blur_kernel!r}")
     check_positive("blur_kernel", blur_kernel, integer=True)  # type: ignore[arg-type]
     if blur_kernel % 2 == 0:  # type: ignore[operator]
         raise ValueError(

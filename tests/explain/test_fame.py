@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from facexai.explain import ClassTarget, SimilarityTarget, available_explainers, create_explainer
-from facexai.explain.fame import FAME, effective_kernel, fame_perturb, lots_step
+from facexai.explain.fame import FAME, effective_kernel, fame_map, fame_perturb, lots_step, matching_kernel
 
 REFERENCE = Path(__file__).parent / "reference"
 STEP = 1.0 / 255.0
@@ -111,7 +111,9 @@ def test_registered_with_paper_defaults():
     explainer = create_explainer("fame")
     assert isinstance(explainer, FAME)
     assert (explainer.iterations, explainer.step_size, explainer.epsilon) == (500, STEP, None)
-    assert (explainer.blur_kernel, explainer.blur_sigma) == (49, 7.7)
+    assert (explainer.blur_kernel, explainer.blur_sigma) == ("auto", 7.7)
+    assert explainer.blur_parameters((112, 112)) == (49, 7.7)  # the paper's blur ...
+    assert explainer.blur_parameters((64, 64)) == (49, 7.7)  # ... at every size unless "auto"
     assert explainer.last_iterations is None
     assert "last_iterations" not in repr(explainer)
 
@@ -281,11 +283,61 @@ def test_hygiene_under_inference_mode():
         ({"blur_kernel": 49.0}, TypeError, "blur_kernel must be an integer"),
         ({"blur_sigma": 0}, ValueError, "blur_sigma must be positive"),
         ({"blur_sigma": None}, TypeError, "blur_sigma must be a number"),
+        ({"blur_sigma": "Auto"}, ValueError, "blur_sigma must be a positive number or 'auto', got 'Auto'"),
+        ({"blur_kernel": "scaled"}, ValueError, "blur_kernel must be an odd positive integer or 'auto'"),
     ],
 )
 def test_bad_options_raise(options, error, match):
     with pytest.raises(error, match=match):
         create_explainer("fame", **options)
+
+
+# ---------------------------------------------------------------- blur that follows the image size
+
+
+def test_auto_blur_is_the_paper_blur_at_112_px():
+    """At the paper's 112 px, "auto" must reproduce kernel 49 / sigma 7.7 and the same map."""
+    auto = create_explainer("fame", iterations=3, blur_sigma="auto")
+    explicit = create_explainer("fame", iterations=3, blur_kernel=49, blur_sigma=7.7)
+    assert auto.blur_parameters((112, 112)) == (49, pytest.approx(7.7, abs=1e-12))
+    model, images = tiny_classifier(), randn(2, 3, 112, 112, seed=4)
+    target = ClassTarget(torch.tensor([1, 3]))
+    torch.testing.assert_close(auto(model, images, target), explicit(model, images, target), rtol=0, atol=1e-6)
+
+
+def test_auto_blur_scales_sigma_and_kernel_with_the_shorter_side():
+    """64 px: sigma 7.7 * 64 / 112 = 4.4; radius 24 * 4.4 / 7.7 = 13.7 -> 14, kernel 29."""
+    auto = create_explainer("fame", blur_sigma="auto")
+    kernel, sigma = auto.blur_parameters((64, 64))
+    assert (kernel, sigma) == (29, pytest.approx(4.4, abs=1e-12))
+    assert auto.blur_parameters((64, 200)) == (29, pytest.approx(4.4, abs=1e-12))  # the shorter side
+    assert auto.blur_parameters((224, 224)) == (97, pytest.approx(15.4, abs=1e-12))  # 2 * 48 + 1
+    assert auto.blur_parameters((8, 8)) == (5, pytest.approx(0.55, abs=1e-12))  # radius 1.71 -> 2
+    # A fixed kernel is kept; only the sigma follows the size.
+    assert create_explainer("fame", blur_sigma="auto", blur_kernel=9).blur_parameters((64, 64))[0] == 9
+
+
+def test_matching_kernel_is_odd_and_at_least_one():
+    for sigma in (0.01, 0.2, 1.0, 3.3, 4.4, 7.7, 20.0):
+        kernel = matching_kernel(sigma)
+        assert kernel >= 1 and kernel % 2 == 1
+    assert matching_kernel(0.01) == 1  # tiny sigma: no blur rather than an even or empty kernel
+    assert matching_kernel(7.7) == 49
+
+
+def test_auto_blur_map_at_64_px_matches_the_scaled_explicit_blur():
+    """The map "auto" produces on 64 px is the map of the explicit kernel 29 / sigma 4.4."""
+    model, images = tiny_classifier(), randn(2, 3, 64, 64, seed=5)
+    target = ClassTarget(torch.tensor([0, 2]))
+    auto = create_explainer("fame", iterations=3, blur_sigma="auto")
+    adversarial, _ = fame_perturb(model, images, target, 3, STEP)
+    expected = fame_map(images, adversarial, 29, 4.4)
+    expected = (expected - expected.amin((1, 2), keepdim=True)) / (
+        expected.amax((1, 2), keepdim=True) - expected.amin((1, 2), keepdim=True)
+    )
+    torch.testing.assert_close(auto(model, images, target), expected, rtol=0, atol=1e-5)
+    fixed = create_explainer("fame", iterations=3)(model, images, target)
+    assert (auto(model, images, target) - fixed).abs().max() > 0.05  # the paper's 7.7 px blurs more
 
 
 def test_negative_epsilon_is_a_valid_logit_threshold():
