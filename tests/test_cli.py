@@ -86,3 +86,23 @@ def test_audit_entry_point_does_not_import_torch():
             "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_validate_and_test_with_pairs_only(tmp_path):
+    # A pretrained model is validated on LFW-style pairs with no training folders anywhere.
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for i in (1, 2):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{name}_{i:04d}.jpg")
+    (tmp_path / "pairs.txt").write_text("x 1 2\ny 1 2\nx 1 y 2\nx 2 y 1\n")
+    data = {"class_path": "facexai.data.FacePairsDataModule",
+            "init_args": {"pairs_files": [str(tmp_path / "pairs.txt")], "pairs_root": str(tmp_path),
+                          "image_size": 32, "batch_size": 4, "num_workers": 0}}
+    path = tmp_path / "pairs_only.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "data": data}))
+    assert main(["validate", "--config", str(path), "--trainer.fast_dev_run=1"]) == 0
+    assert main(["test", "--config", str(path), "--trainer.fast_dev_run=1"]) == 0

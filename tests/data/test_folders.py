@@ -80,3 +80,57 @@ def test_unknown_augmentation_preset(tmp_path):
     _write_tree(tmp_path / "train")
     with pytest.raises(ValueError, match="none, flip, face"):
         ImageFolderDataModule(train_dir=str(tmp_path / "train"), augmentation="mixup")
+
+
+def _pairs_setup(tmp_path):
+    _write_tree(tmp_path / "lfw", names=("x", "y"))
+    pairs = tmp_path / "lfw_pairs.txt"
+    pairs.write_text("x 1 2\nx 1 y 2\n")
+    return pairs, tmp_path / "lfw"
+
+
+def test_face_pairs_module_without_training_data(tmp_path):
+    # Evaluating a pretrained model needs only the pairs: the module builds and validates, and
+    # only asking for training batches fails, naming the missing argument.
+    pairs, root = _pairs_setup(tmp_path)
+    dm = FacePairsDataModule(pairs_files=str(pairs), pairs_root=str(root), image_size=16, batch_size=2, num_workers=0)
+    batch = next(iter(dm.val_dataloader()[0]))
+    assert batch["issame"].tolist() == [True, False] and dm.num_classes is None
+    assert len(dm.test_dataloader()) == 1
+    with pytest.raises(ValueError, match="train_dataloader.*train_dir was not given"):
+        dm.train_dataloader()
+
+
+@pytest.mark.parametrize(("kwargs", "missing"), [({"pairs_root": "."}, "pairs_files"),
+                                                 ({"pairs_files": "p.txt"}, "pairs_root"),
+                                                 ({"pairs_files": [], "pairs_root": "."}, "pairs_files")])
+def test_face_pairs_module_requires_pairs(kwargs, missing):
+    with pytest.raises(ValueError, match=f"FacePairsDataModule needs {missing}"):
+        FacePairsDataModule(**kwargs)
+
+
+def test_insightface_module_with_bins_only(tmp_path):
+    from facexai.data import InsightFaceDataModule, write_verification_bin
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(6)]
+    path = write_verification_bin(tmp_path / "lfw.bin", images, [True, False, True])
+    dm = InsightFaceDataModule(val_bins=str(path), image_size=16, batch_size=8, num_workers=0)
+    batch = next(iter(dm.val_dataloader()[0]))
+    assert batch["image_a"].shape == (3, 3, 16, 16) and batch["issame"].tolist() == [True, False, True]
+    assert dm.val_set_names == ["lfw"] and dm.num_classes is None
+    with pytest.raises(ValueError, match="train_root was not given.*train.rec"):
+        dm.train_dataloader()
+    with pytest.raises(ValueError, match="InsightFaceDataModule needs val_bins"):
+        InsightFaceDataModule(train_root=str(tmp_path))
+
+
+def test_image_folder_module_with_validation_folder_only(tmp_path):
+    _write_tree(tmp_path / "val", per=2)
+    dm = ImageFolderDataModule(val_dir=str(tmp_path / "val"), image_size=16, batch_size=8, num_workers=0)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["label"].tolist() == [0, 0, 1, 1] and dm.class_names == ["alice", "bob"]
+    with pytest.raises(ValueError, match="train_dir was not given"):
+        dm.train_dataloader()
+    with pytest.raises(ValueError, match="needs train_dir .* or val_dir"):
+        ImageFolderDataModule()
