@@ -5,7 +5,7 @@
 >>> maps = explainer(model, images, ClassTarget(labels))  # (N, H, W) in [0, 1]
 """
 
-from facexai.explain.base import Explainer, postprocess
+from facexai.explain.base import EmptyMapWarning, Explainer, postprocess
 from facexai.explain.pairs import explain_pairs, pair_targets
 from facexai.explain.registry_instance import (
     EXPLAINERS,
@@ -27,6 +27,7 @@ from facexai.explain import fgcam  # noqa: E402,F401  isort: skip
 __all__ = [
     "EXPLAINERS",
     "ClassTarget",
+    "EmptyMapWarning",
     "Explainer",
     "SimilarityTarget",
     "Target",

@@ -11,6 +11,7 @@ post-processing.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +51,9 @@ class Explainer(ABC):
         with explanation_mode(model):
             images = images.detach().to(torch.float32).clone()
             target = self._resolve_target(model, images, target)
-            raw = self.explain(model, images, target)
-            return postprocess(raw.detach(), images.shape[-2:])
+            raw = self.explain(model, images, target).detach()
+            warn_empty_maps(self.name or type(self).__name__, raw)
+            return postprocess(raw, images.shape[-2:])
 
     @abstractmethod
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
@@ -80,6 +82,45 @@ class Explainer(ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({opts})"
+
+
+class EmptyMapWarning(UserWarning):
+    """A map has no positive evidence at all, so the [0, 1] map shown for it is a blank.
+
+    Maps are ReLU'd before min-max normalisation: a raw map with no positive value becomes all
+    zeros, which a heatmap grid would show as "nothing matters here", indistinguishable from a
+    failure. It means the method found only evidence *against* the target (or none): e.g.
+    Grad-CAM or LIFT-CAM on a score that decreases with every feature. Explaining the opposite
+    target (``mode="dissimilar"`` for face pairs, another class) usually shows that evidence.
+    """
+
+
+def empty_map_indices(raw: Tensor) -> list[int]:
+    """Indices of raw maps (N, h, w) with no positive value (max <= 0: all zero after ReLU).
+
+    Checked before upsampling and min-max: bilinear upsampling of a ReLU'd map is non-negative
+    and zero exactly where all its source pixels are, so the raw maximum decides.
+    """
+    peaks = raw.flatten(1).amax(dim=1)
+    return [int(i) for i in torch.nonzero(~(peaks > 0)).flatten()]  # NaN peaks count as empty
+
+
+def warn_empty_maps(method: str, raw: Tensor) -> None:
+    """One :class:`EmptyMapWarning` per call naming ``method`` and the samples with empty maps."""
+    if raw.dim() != 3:
+        return  # postprocess reports the shape error
+    empty = empty_map_indices(raw)
+    if not empty:
+        return
+    shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
+    warnings.warn(
+        f"{method}: {len(empty)} of {len(raw)} maps have no positive evidence (raw maximum <= 0) "
+        f"and are returned as all zeros, not as an explanation: samples [{shown}]. The target's "
+        "score decreases with every feature the method weighs; explain the opposite target "
+        "(e.g. mode='dissimilar' for face pairs) to see that evidence",
+        EmptyMapWarning,
+        stacklevel=3,
+    )
 
 
 def check_images(images: Any) -> None:
