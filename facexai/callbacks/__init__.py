@@ -5,11 +5,13 @@
 """
 
 from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
+from facexai.callbacks.comparison import ComparisonLayout, comparison_grid
 from facexai.callbacks.explanation import ExplanationCallback
 from facexai.callbacks.metric_suite import DEFAULT_METRICS, SUPPORTED as SUPPORTED_METRICS
 from facexai.callbacks.overlays import (
     COLORMAPS,
     apply_colormap,
+    check_colormap,
     compose_grid,
     overlay,
     save_grid,
@@ -21,9 +23,12 @@ __all__ = [
     "DEFAULT_METRICS",
     "SUPPORTED_METRICS",
     "BatchAdapter",
+    "ComparisonLayout",
     "ExplanationCallback",
     "ExplanationInputs",
     "apply_colormap",
+    "check_colormap",
+    "comparison_grid",
     "compose_grid",
     "overlay",
     "save_grid",

@@ -1,9 +1,10 @@
 """ExplanationCallback: explanations, faithfulness metrics and heatmaps during validation.
 
 On the first validation batch(es) of selected epochs the callback explains a few samples with
-each configured explainer, feeds the faithfulness/localisation metrics, logs heatmap grids and
+each configured explainer, feeds the faithfulness/localisation metrics, logs heatmap grids (one
+per explainer, and for face pairs one comparing all explainers under ``xai/compare/``) and
 mean deletion/insertion curves to TensorBoard and the metric values as
-``val/xai/<explainer>/<metric>[_pos|_neg]`` scalars. It works with facexai modules (which say
+``val/xai/<explainer>/<metric>[_pos|_neg]`` scalars (``docs/tensorboard.md`` lists every tag). It works with facexai modules (which say
 what to explain via ``explanation_inputs``/``explained_model``) and with any LightningModule
 through a few constructor arguments (see :class:`~facexai.callbacks.adapters.BatchAdapter`).
 """
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
@@ -25,8 +27,8 @@ from torch import Tensor
 from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
 from facexai.callbacks.config import build_explainers, check_layers, tag_label
 from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
-from facexai.callbacks.overlays import COLORMAPS, curves_figure, make_denormaliser, save_grid
-from facexai.callbacks.rendering import render_views, tensorboard_writers
+from facexai.callbacks.overlays import check_colormap, curves_figure, make_denormaliser, save_grid
+from facexai.callbacks.rendering import render_comparison, render_views, tensorboard_writers
 from facexai.explain import ClassTarget, Explainer, SimilarityTarget
 
 
@@ -72,9 +74,15 @@ class ExplanationCallback(pl.Callback):
         class_names: names shown in captions (default: the module's ``class_names``).
         mean: normalisation mean to undo for display and ROAD; default facexai's 0.5.
         std: normalisation std; default facexai's 0.5.
-        colormap: one of ``inferno``, ``magma``, ``plasma``, ``viridis``, ``turbo``, ``cividis``.
-        tile_size: pixels per tile in the logged grids.
+        colormap: any matplotlib colour map; ``inferno`` (default), ``magma``, ``plasma``,
+            ``viridis``, ``turbo`` and ``cividis`` are perceptually ordered, ``jet`` looks like
+            most explanation papers.
+        tile_size: pixels per tile in the logged grids (default 112, the ArcFace crop size, so
+            that 64 px demo faces are enlarged rather than shrunk).
         log_images: log heatmap grids (TensorBoard loggers only; other loggers are skipped).
+        log_comparison: for face pairs also log ``xai/compare/pairs_pos`` (and ``pairs_neg``):
+            every explainer side by side, mask outlines, a colour bar
+            (:func:`~facexai.callbacks.rendering.comparison_grid`).
         log_curves: log mean deletion/insertion curves as figures.
         max_time_share: warn once when explaining takes more than this share of a validation
             epoch; ``None`` never warns.
@@ -103,8 +111,9 @@ class ExplanationCallback(pl.Callback):
         mean: float | list[float] | None = None,
         std: float | list[float] | None = None,
         colormap: str = "inferno",
-        tile_size: int = 96,
+        tile_size: int = 112,
         log_images: bool = True,
+        log_comparison: bool = True,
         log_curves: bool = True,
         max_time_share: float | None = 0.15,
         png_dir: str | None = None,
@@ -113,6 +122,7 @@ class ExplanationCallback(pl.Callback):
         _check_options(every_n_epochs=every_n_epochs, max_samples=max_samples, batches_per_epoch=batches_per_epoch,
                        tile_size=tile_size, colormap=colormap, max_time_share=max_time_share)  # fmt: skip
         self.explainers = build_explainers(explainers, target_layer)
+        _check_labels(self.explainers)
         self.adapter = BatchAdapter(model_attr, image_key, label_key, pair_keys, issame_key, mask_key,
                                     pair_mask_keys, target)  # fmt: skip
         self.explicit_metrics = metrics is not None
@@ -122,7 +132,7 @@ class ExplanationCallback(pl.Callback):
         self.explain_dissimilar, self.class_names = explain_dissimilar, class_names
         self.explain_all_sets = explain_all_sets
         self.colormap, self.tile_size = colormap, tile_size
-        self.log_images, self.log_curves = log_images, log_curves
+        self.log_images, self.log_curves, self.log_comparison = log_images, log_curves, log_comparison
         self.max_time_share, self.png_dir = max_time_share, png_dir
         #: CPU maps of the last explained first batch: label -> {"maps" | "pos" | "neg": (N, H, W)}
         self.last_maps: dict[str, dict[str, Tensor]] = {}
@@ -269,16 +279,30 @@ class ExplanationCallback(pl.Callback):
             return
         prefix = "" if stage == "val" else f"{stage}/"
         names = self.class_names or getattr(pl_module, "class_names", None)
+        when = f"epoch {trainer.current_epoch}  step {trainer.global_step}"
         for label, label_views in views.items():
             grids = render_views(inputs, label_views, self.denormalise, names, self.colormap, self.tile_size,
-                                 f"{label}  epoch {trainer.current_epoch}  step {trainer.global_step}")  # fmt: skip
+                                 f"{label}  {when}")  # fmt: skip
             for kind, grid in grids.items():
-                tag = f"{prefix}xai/{tag_label(label)}/{kind}"
-                self.last_grids[tag] = grid
-                for writer in tensorboard_writers(trainer):
-                    writer.add_image(tag, grid, global_step=trainer.global_step)
-                if self.png_dir is not None:
-                    save_grid(grid, Path(self.png_dir) / _png_name(tag))
+                self._write_grid(trainer, f"{prefix}xai/{tag_label(label)}/{kind}", grid)
+        if self.log_comparison and len(views) > 0:
+            compare = f"{prefix}xai/{_set_of(next(iter(views)))}compare"
+            for kind, picture in render_comparison(inputs, views, self.denormalise, self.colormap, self.tile_size,
+                                                   when).items():  # fmt: skip
+                self._write_grid(trainer, f"{tag_label(compare)}/{kind}", picture)
+
+    def _write_grid(self, trainer: pl.Trainer, tag: str, grid: Tensor | np.ndarray) -> None:
+        """Log one picture under ``tag`` (and save it under ``png_dir``); uint8 HWC goes in unscaled."""
+        for writer in tensorboard_writers(trainer):
+            if isinstance(grid, np.ndarray):
+                writer.add_image(tag, grid, global_step=trainer.global_step, dataformats="HWC")
+            else:
+                writer.add_image(tag, grid, global_step=trainer.global_step)
+        if isinstance(grid, np.ndarray):
+            grid = torch.from_numpy(grid).permute(2, 0, 1).float() / 255
+        self.last_grids[tag] = grid
+        if self.png_dir is not None:
+            save_grid(grid, Path(self.png_dir) / _png_name(tag))
 
     def _log_epoch_figures(
         self, trainer: pl.Trainer, curves: dict[str, dict[str, dict[str, Tensor]]], prefix: str
@@ -319,15 +343,31 @@ class ExplanationCallback(pl.Callback):
         return [save_grid(grid, Path(directory) / _png_name(tag)) for tag, grid in self.last_grids.items()]
 
 
+#: explainer labels that would collide with the comparison grids' tags
+RESERVED_LABELS = ("compare",)
+
+
 def _check_options(colormap: str, max_time_share: float | None, **counts: int) -> None:
     """Raise ``ValueError`` for option values that would only fail (or misbehave) mid-training."""
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if colormap not in COLORMAPS:
-        raise ValueError(f"Unknown colormap {colormap!r}. Available: {', '.join(COLORMAPS)}")
+    check_colormap(colormap)
     if max_time_share is not None and not max_time_share > 0:
         raise ValueError(f"max_time_share must be positive or None, got {max_time_share!r}")
+
+
+def _check_labels(explainers: Mapping[str, Explainer]) -> None:
+    """Raise ``ValueError`` for a label whose tags would overwrite the comparison grids."""
+    for label in explainers:
+        if label in RESERVED_LABELS:
+            raise ValueError(f"explainer label {label!r} is reserved for the comparison grids (xai/{label}/...); "
+                             "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}")  # fmt: skip
+
+
+def _set_of(label: str) -> str:
+    """``"lfw/"`` of ``"lfw/gradcam"`` (labels carry the validation set when all are explained), else ``""``."""
+    return label.rsplit("/", 1)[0] + "/" if "/" in label else ""
 
 
 def _png_name(tag: str) -> str:

@@ -1,8 +1,10 @@
 """Heatmap pictures: colour maps applied in torch, captioned image grids, curve figures, PNGs.
 
 Everything here is display code: it runs on rank zero on a handful of samples, so it works on
-CPU copies. Colour maps are perceptually uniform lookup tables taken from matplotlib once and
-applied with tensor indexing (a jet-like rainbow invents edges that the map does not have).
+CPU copies. Colour maps are lookup tables taken from matplotlib once and applied with tensor
+indexing. Any matplotlib colour map is accepted; the default and :data:`COLORMAPS` are
+perceptually ordered (a jet-like rainbow invents edges that the map does not have, but it is what
+most explanation papers show, so it is available by name).
 Captions are drawn with PIL because TensorBoard's image panel shows no per-row text.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
+
+import difflib
 
 import matplotlib
 import numpy as np
@@ -22,7 +26,7 @@ from torch import Tensor
 
 from facexai.data.transforms import denormalise
 
-#: perceptually uniform colour maps that read well over faces
+#: recommended colour maps: perceptually ordered and readable over faces (any matplotlib name works)
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
 PAD = 2
 CAPTION_HEIGHT = 14
@@ -34,10 +38,24 @@ def _lut(name: str) -> Tensor:
     return torch.from_numpy(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]).float()
 
 
+def check_colormap(name: object) -> None:
+    """Raise ``ValueError`` unless ``name`` is one of matplotlib's registered colour maps.
+
+    The message suggests close names and the recommended ones, not all of matplotlib's ~170.
+    """
+    if isinstance(name, str) and name in matplotlib.colormaps:
+        return
+    close = difflib.get_close_matches(str(name), list(matplotlib.colormaps), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown colormap {name!r}.{hint} Valid: any name in matplotlib.colormaps "
+        f"({len(matplotlib.colormaps)} maps), e.g. {', '.join(COLORMAPS)} or jet."
+    )
+
+
 def colormap_lut(name: str = "inferno") -> Tensor:
     """The 256-entry RGB lookup table (256, 3) in [0, 1] of a matplotlib colour map."""
-    if name not in COLORMAPS:
-        raise ValueError(f"Unknown colormap {name!r}. Available: {', '.join(COLORMAPS)}")
+    check_colormap(name)
     return _lut(name)
 
 

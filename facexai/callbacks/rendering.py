@@ -1,19 +1,30 @@
-"""From explained inputs to captioned grids, and finding TensorBoard writers among the loggers."""
+"""From explained inputs to captioned grids, and finding TensorBoard writers among the loggers.
+
+Two kinds of picture: one grid per explainer (:func:`render_views`) and, for face pairs, one
+grid comparing all explainers (:func:`render_comparison`, drawn by :func:`comparison_grid`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
 from facexai.callbacks.adapters import ExplanationInputs
+from facexai.callbacks.comparison import ComparisonLayout, comparison_grid
 from facexai.callbacks.metric_suite import VIEW_LABELS, View
 from facexai.callbacks.overlays import classification_rows, compose_grid, pair_rows
 from facexai.explain import ClassTarget
+
+__all__ = ["ComparisonLayout", "comparison_grid", "render_comparison", "render_views", "tensorboard_writers"]
+
+#: comparison-grid titles: what each pair view explains
+VIEW_TITLES = {"pos": "e+  what makes A and B match", "neg": "e-  what pushes A and B apart"}
 
 try:  # the unified ``lightning`` package has its own logger class
     from lightning.pytorch.loggers import TensorBoardLogger as _UnifiedTensorBoardLogger
@@ -82,9 +93,52 @@ def single_captions(
     return captions
 
 
-def pair_captions(outputs: Tensor, issame: Tensor | None, view_label: str) -> list[str]:
-    """"genuine cos=0.83 e+" per pair (cosine of the two clean embeddings)."""
+def pair_captions(outputs: Tensor, issame: Tensor | None, view_label: str = "") -> list[str]:
+    """"genuine | cos=0.83 | e+" per pair (cosine of the two clean embeddings; no view label if empty)."""
     n = len(outputs) // 2
     cosine = F.cosine_similarity(outputs[:n], outputs[n:], dim=1).tolist()
     kinds = ["pair"] * n if issame is None else ["genuine" if s else "impostor" for s in issame.tolist()]
-    return [f"{kind} | cos={c:.2f} | {view_label}" for kind, c in zip(kinds, cosine, strict=True)]
+    suffix = f" | {view_label}" if view_label else ""
+    return [f"{kind} | cos={c:.2f}{suffix}" for kind, c in zip(kinds, cosine, strict=True)]
+
+
+def render_comparison(
+    inputs: ExplanationInputs,
+    views: Mapping[str, Sequence[View]],
+    denormalise: Callable[[Tensor], Tensor],
+    colormap: str,
+    tile_size: int,
+    subtitle: str = "",
+) -> dict[str, np.ndarray]:
+    """All explainers side by side on the explained pairs: ``{"pairs_pos": ..., "pairs_neg": ...}``.
+
+    Args:
+        inputs: the explained pair batch (images stacked [A; B]); its masks are outlined.
+        views: explainer label -> its views (e+, and e- when computed); each label contributes
+            one column per face.
+        denormalise: normalised images -> display images in [0, 1].
+        colormap: matplotlib colour map name.
+        tile_size: tile side in pixels.
+        subtitle: appended to the title (e.g. epoch and step).
+
+    Returns:
+        kind -> ``uint8`` (H, W, 3) picture; a view that only some explainers have is drawn
+        with those. Empty for single images.
+    """
+    if not inputs.pairs:
+        return {}
+    display = denormalise(inputs.images.detach().float().cpu())
+    n = len(display) // 2
+    masks = None if inputs.masks is None else inputs.masks.detach().cpu()
+    captions = pair_captions(inputs.outputs.detach().float().cpu(), inputs.issame)
+    grids = {}
+    for suffix, title in VIEW_TITLES.items():
+        maps = {label.rsplit("/", 1)[-1]: (view.maps[:n], view.maps[n:]) for label, label_views in views.items()
+                for view in label_views if view.suffix == suffix}  # fmt: skip
+        if maps:
+            grids[f"pairs_{suffix}"] = comparison_grid(
+                display[:n], display[n:], maps, captions,
+                None if masks is None else masks[:n], None if masks is None else masks[n:],
+                tile_size, colormap, f"{title}  {subtitle}".rstrip(),
+            )  # fmt: skip
+    return grids

@@ -27,12 +27,24 @@ from facexai.callbacks import ExplanationCallback
         ({"metrics": {"deletion_auc": {"steps": 0}}}, ValueError, r"steps"),
         ({"every_n_epochs": 0}, ValueError, r"every_n_epochs must be a positive integer"),
         ({"target": "pred"}, ValueError, r"Unknown target 'pred'\. Available: label, prediction"),
-        ({"colormap": "jet"}, ValueError, r"Unknown colormap 'jet'\. Available: inferno"),
+        ({"colormap": "jett"}, ValueError, r"Unknown colormap 'jett'\. Did you mean jet.*Valid: any name in matplotlib\.colormaps"),
+        ({"colormap": None}, ValueError, r"Unknown colormap None\..*e\.g\. inferno"),
+        ({"tile_size": 0}, ValueError, r"tile_size must be a positive integer, got 0"),
+        ({"tile_size": 112.0}, ValueError, r"tile_size must be a positive integer, got 112\.0"),
+        ({"tile_size": "112"}, ValueError, r"tile_size must be a positive integer, got '112'"),
+        ({"tile_size": True}, ValueError, r"tile_size must be a positive integer, got True"),
+        ({"explainers": ["compare"]}, ValueError, r"Unknown explainer 'compare'\. Available: .*fame"),
+        ({"explainers": {"compare": {"method": "gradcam"}}}, ValueError, r"label 'compare' is reserved for the comparison grids"),
     ],
 )
 def test_bad_options_fail_at_construction(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         ExplanationCallback(**kwargs)
+
+
+def test_any_matplotlib_colormap_is_accepted() -> None:
+    assert ExplanationCallback(colormap="jet").colormap == "jet"  # the explanation papers' look
+    assert ExplanationCallback(colormap="gray_r").colormap == "gray_r"
 
 
 class _Counting(PlainClassifier):

@@ -20,7 +20,7 @@ from facexai.metrics.functional import (
 )
 
 
-def _grid_size(rows: int, cols: int, tile: int = 96) -> tuple[int, int]:
+def _grid_size(rows: int, cols: int, tile: int = 112) -> tuple[int, int]:
     """(width, height) of a captioned grid with a title line."""
     return cols * (tile + PAD) + PAD, CAPTION_HEIGHT + rows * (CAPTION_HEIGHT + tile + PAD) + PAD
 
