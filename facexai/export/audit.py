@@ -1,4 +1,4 @@
-"""Audit an exported face-verification model on a pairs file, without torch.
+"""Audit an ONNX face-verification model on a pairs file, without torch.
 
 ``python -m facexai audit --onnx model.onnx --pairs pairs.txt --images-root DIR --out report/``
 runs the ONNX graph with onnxruntime on every pair and writes ``report/index.html`` (heatmap
@@ -7,26 +7,32 @@ overlays, similarities, verification metrics, deletion/insertion curves) and
 numpy, onnxruntime, Pillow and tqdm, so audits run on machines without PyTorch; a test checks
 that ``torch`` never enters ``sys.modules``.
 
-For an *explained* graph each side of a pair is explained against its partner's embedding
-(A against B, B against A), exactly what ``facexai.explain.explain_pairs`` does in PyTorch.
+The model may be a facexai export or any third-party face model (see
+:mod:`facexai.export.audit_model` for how its input is resolved). Maps come from the graph for
+facexai *explained* exports (each side of a pair explained against its partner's embedding, as
+``facexai.explain.explain_pairs`` does in PyTorch); for every other graph they come from
+CorrRISE run as a black box on onnxruntime (:mod:`facexai.export.corrrise_np`), on the first
+``map_pairs`` pairs, with the same "A against B, B against A" similarity score.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 from tqdm import tqdm
 
 from facexai.export import audit_metrics as am
+from facexai.export.audit_model import InputOverrides, OnnxFaceModel, cosine
 from facexai.export.audit_report import overlay, write_report
-from facexai.export.metadata import ExportMetadata
+from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps
 from facexai.export.pairs import Pair, load_image, read_pairs
+
+__all__ = ["AuditOptions", "OnnxFaceModel", "InputOverrides", "CorrRiseOptions", "run_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,10 @@ class AuditOptions:
             2 * 2 * (steps + 1) explained forward/backward passes.
         max_shown: pairs rendered in index.html (all pairs are in report.json).
         progress: show a tqdm progress bar on stderr.
+        corrrise: black-box map settings for graphs without an explainer; ``None`` draws no maps
+            (and so no curves) for them.
+        map_pairs: pairs (from the top of the file) that get CorrRISE maps; each costs
+            2 * ``n_masks`` forward passes.
     """
 
     batch_size: int = 16
@@ -52,58 +62,8 @@ class AuditOptions:
     curve_pairs: int = 32
     max_shown: int = 100
     progress: bool = True
-
-
-class OnnxFaceModel:
-    """An exported facexai verification graph behind numpy in, numpy out.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not loadable, not a facexai export, or not a verification model.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file not found: {self.path}")
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime has its own exception types (Fail, InvalidGraph, ...)
-            raise ValueError(f"{self.path} is not a loadable ONNX model: {err}") from err
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = ExportMetadata.from_props(props, str(self.path))
-        if self.meta.task != "verification":
-            raise ValueError(
-                f"{self.path} is a facexai {self.meta.task} model; the audit evaluates face "
-                "verification pairs and needs a model exported from a VerificationModule"
-            )
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def to_input(self, images: np.ndarray) -> np.ndarray:
-        """uint8 RGB (N, H, W, 3) -> the graph's float32 (N, 3, H, W) input."""
-        x = images.astype(np.float32).transpose(0, 3, 1, 2)
-        if self.meta.input_format == "normalised":
-            x = (x - self.meta.input_mean) / self.meta.input_std
-        return np.ascontiguousarray(x)
-
-    @property
-    def baseline(self) -> float:
-        """Graph-input value of a pixel at the mean colour (0 after normalisation)."""
-        return 0.0 if self.meta.input_format == "normalised" else self.meta.input_mean
-
-    def embed(self, inputs: np.ndarray) -> np.ndarray:
-        """Embeddings (N, D); explained graphs get a zero target and only the output is kept."""
-        feeds = {self.meta.input_names[0]: inputs}
-        if self.meta.explained:
-            feeds[self.meta.input_names[1]] = np.zeros((len(inputs), self.meta.embedding_size), np.float32)
-        return self.session.run([self.outputs[0]], feeds)[0]
-
-    def explain(self, inputs: np.ndarray, partners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Maps (N, H, W) of each image against its partner embedding, and the similarities (N,)."""
-        images, target = self.meta.input_names
-        outputs = list(self.meta.output_names[1:3])  # (output, map, similarity)
-        maps, similarity = self.session.run(outputs, {images: inputs, target: partners})
-        return maps, similarity
+    corrrise: CorrRiseOptions | None = field(default_factory=CorrRiseOptions)
+    map_pairs: int = 16
 
 
 def run_audit(
@@ -112,16 +72,27 @@ def run_audit(
     images_root: str | Path,
     out: str | Path,
     options: AuditOptions | None = None,
+    overrides: InputOverrides | None = None,
 ) -> dict[str, Any]:
     """Audit ``onnx_path`` on the pairs and write the report folder ``out``.
+
+    The options, the model (loaded and probed with onnxruntime), the flags and the pairs file
+    are all validated before ``out`` is created, so a refused audit leaves nothing behind.
+
+    Args:
+        overrides: input size / mean / std / channel order from the command line.
 
     Returns:
         The report dictionary written to ``out/report.json``.
     """
     options = options or AuditOptions()
     _check_options(options)
-    model = OnnxFaceModel(onnx_path)
+    model = OnnxFaceModel(onnx_path, overrides)
     pairs = read_pairs(pairs_file, images_root)
+    if model.explained or options.corrrise is None:
+        options = replace(options, corrrise=None)
+    else:
+        _check_patch(options.corrrise, model.spec.size)
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     records, curves = _run_pairs(model, pairs, out, options)
@@ -132,7 +103,7 @@ def run_audit(
         threshold = metrics["best_threshold"]
         record["decision"] = None if threshold is None else bool(record["similarity"] >= threshold)
     report = {
-        "model": _model_summary(model),
+        "model": _model_summary(model, options),
         "pairs_file": str(pairs_file),
         "images_root": str(images_root),
         "metrics": metrics,
@@ -148,7 +119,9 @@ def _check_options(options: AuditOptions) -> None:
         value = getattr(options, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    for name in ("curve_pairs", "max_shown"):
+    if options.corrrise is not None:
+        options.corrrise.check()
+    for name in ("curve_pairs", "max_shown", "map_pairs"):
         value = getattr(options, name)
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -175,25 +148,49 @@ def _run_batch(
     curves: dict[str, list[np.ndarray]],
 ) -> list[dict[str, Any]]:
     """Embeddings, similarities, maps, curves and figures of one batch of pairs."""
-    size, n = model.meta.input_size, len(batch)
+    size, n = model.spec.size, len(batch)
     pixels = np.stack([load_image(p, size) for pair in batch for p in (pair.path_a, pair.path_b)])
     pixels = np.concatenate([pixels[0::2], pixels[1::2]])  # [A; B]
     inputs = model.to_input(pixels)
     embeddings = model.embed(inputs)
     partners = np.concatenate([embeddings[n:], embeddings[:n]])  # A against B, B against A
-    similarity = _cosine(embeddings[:n], embeddings[n:])
-    maps = model.explain(inputs, partners)[0] if model.meta.explained else None
+    similarity = cosine(embeddings[:n], embeddings[n:])
+    mapped, maps = _batch_maps(model, inputs, partners, start, options)
     records = []
     for i, pair in enumerate(batch):
         index = start + i
         record = {"path_a": str(pair.path_a), "path_b": str(pair.path_b), "issame": pair.issame,
-                  "similarity": float(similarity[i]), "shown": index < options.max_shown}
+                  "similarity": float(similarity[i]), "shown": index < options.max_shown,
+                  "has_maps": bool(mapped[i])}
         if record["shown"]:
-            record.update(_figures(out, index, pixels[[i, n + i]], None if maps is None else maps[[i, n + i]]))
+            record.update(_figures(out, index, pixels[[i, n + i]], maps[[i, n + i]] if mapped[i] else None))
         records.append(record)
-    if maps is not None:
-        _add_curves(model, inputs, maps, partners, start, options, records, curves)
+    if mapped.any():
+        _add_curves(model, inputs, maps, partners, start, mapped, options, records, curves)
     return records
+
+
+def _batch_maps(
+    model: OnnxFaceModel, inputs: np.ndarray, partners: np.ndarray, start: int, options: AuditOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which pairs of the batch have maps (n,) and the maps (2n, H, W) of [A; B] (zeros elsewhere)."""
+    n = len(inputs) // 2
+    if model.explained:
+        return np.ones(n, bool), model.explain(inputs, partners)[0]
+    maps = np.zeros((2 * n, *inputs.shape[-2:]), np.float32)
+    mapped = np.array([options.corrrise is not None and start + i < options.map_pairs for i in range(n)])
+    if not mapped.any():
+        return mapped, maps
+    keep = np.flatnonzero(mapped)
+    rows = np.concatenate([keep, n + keep])
+    targets = partners[rows]
+
+    def score(masked: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        # the similar-mode score of explain_pairs: cosine to the partner's clean embedding
+        return cosine(model.embed(masked), targets[sample])
+
+    maps[rows] = corrrise_maps(score, inputs[rows], options.corrrise, fill=model.baseline)
+    return mapped, maps
 
 
 def _figures(out: Path, index: int, pixels: np.ndarray, maps: np.ndarray | None) -> dict[str, str]:
@@ -217,21 +214,23 @@ def _add_curves(
     maps: np.ndarray,
     partners: np.ndarray,
     start: int,
+    mapped: np.ndarray,
     options: AuditOptions,
     records: list[dict[str, Any]],
     curves: dict[str, list[np.ndarray]],
 ) -> None:
-    """Deletion/insertion curves of both sides of the first ``curve_pairs`` pairs."""
+    """Deletion/insertion curves of both sides of the mapped pairs among the first ``curve_pairs``."""
     n = len(records)
-    keep = [i for i in range(n) if start + i < options.curve_pairs]
+    keep = [i for i in range(n) if mapped[i] and start + i < options.curve_pairs]
     if not keep:
         return
     rows = np.array(keep + [n + i for i in keep])
+    targets = partners[rows]
 
     def score(images: np.ndarray, sample: np.ndarray) -> np.ndarray:
-        # cosine to the partner's *clean* embedding: the graph's similarity output
+        # cosine to the partner's *clean* embedding (the explained graph's similarity output)
         return np.concatenate([
-            model.explain(images[j : j + options.batch_size], partners[rows][sample[j : j + options.batch_size]])[1]
+            model.similarity(images[j : j + options.batch_size], targets[sample[j : j + options.batch_size]])
             for j in range(0, len(images), options.batch_size)
         ])
 
@@ -244,21 +243,27 @@ def _add_curves(
     curves["insertion"].append(insertion)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return (a * b).sum(axis=1) / norms
+def _check_patch(options: CorrRiseOptions, side: int) -> None:
+    patch = options.patch_for(side)
+    if patch > side:
+        raise ValueError(f"CorrRISE patch size {patch} does not fit the model's {side}x{side} input")
 
 
-def _model_summary(model: OnnxFaceModel) -> dict[str, Any]:
-    meta = model.meta
-    return {
-        "path": str(model.path), "task": meta.task, "input_size": meta.input_size,
-        "input_format": meta.input_format, "embedding_size": meta.embedding_size,
-        "explainer": meta.explainer, "explainer_options": meta.explainer_options,
-        "version": meta.version, "source_sha256": meta.source_sha256,
-        "parity_max_abs_diff": meta.parity_max_abs_diff,
-        "parity_noise_floor": meta.parity_noise_floor,
-    }
+def _model_summary(model: OnnxFaceModel, options: AuditOptions) -> dict[str, Any]:
+    """The model's summary plus where the maps come from."""
+    summary = model.summary()
+    if model.explained:
+        summary["maps"] = f"{summary['explainer']} (in the graph)"
+    elif options.corrrise is not None:
+        c = options.corrrise
+        summary["explainer"] = "corrrise"
+        summary["explainer_options"] = {"n_masks": c.n_masks, "patch_size": c.patch_for(model.spec.size),
+                                        "n_patches": c.n_patches, "seed": c.seed, "fill": model.baseline,
+                                        "map_pairs": options.map_pairs}
+        summary["maps"] = "corrrise (black box, onnxruntime)"
+    else:
+        summary["maps"] = None
+    return summary
 
 
 def _curve_summary(curves: dict[str, list[np.ndarray]], steps: int, baseline: float) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ audit of an ONNX file reports what the training-time metrics would; tests compar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -89,8 +90,21 @@ def verification_metrics(scores: np.ndarray, issame: np.ndarray) -> dict[str, fl
         return {**result, **dict.fromkeys(keys), "undefined_reason": reason}
     eer, eer_threshold = equal_error_rate(scores, labels)
     accuracy, threshold = best_accuracy(scores, labels)
+    threshold = finite_cut(threshold, scores)
     return {**result, "roc_auc": roc_auc(scores, labels), "eer": eer, "eer_threshold": eer_threshold,
             "accuracy": accuracy, "best_threshold": threshold}
+
+
+def finite_cut(cut: float, scores: np.ndarray) -> float:
+    """The same decisions with a finite threshold (JSON has no infinities).
+
+    An infinite best cut means "accept all" (-inf) or "reject all" (+inf); the next float
+    below the lowest score, or above the highest, decides every pair identically.
+    """
+    if math.isfinite(cut):
+        return cut
+    scores = np.asarray(scores, np.float64)
+    return float(np.nextafter(scores.min(), -np.inf) if cut < 0 else np.nextafter(scores.max(), np.inf))
 
 
 def pixel_order(saliency: np.ndarray) -> np.ndarray:

@@ -102,7 +102,7 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
         metric_rows=_metric_rows(report["metrics"]),
         curves=_curves_section(out, report.get("curves")),
         pairs_note=html.escape(_pairs_note(report)),
-        map_header=" (heatmap: explanation against the partner)" if report["model"]["explainer"] else "",
+        map_header=" (heatmap: explanation against the partner)" if report["model"].get("maps") else "",
         auc_header="<th>deletion AUC (A, B)</th><th>insertion AUC (A, B)</th>" if report.get("curves") else "",
         pair_rows="\n".join(_pair_row(k, pair) for k, pair in enumerate(report["pairs"]) if pair.get("shown")),
     )
@@ -112,8 +112,20 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
 
 
 def _model_info(model: dict[str, Any]) -> str:
-    explainer = model["explainer"] or "no explainer"
-    return f"{model['task']}, {model['input_size']} px, {explainer}, facexai {model['version']}"
+    """One line: size, normalisation, where the maps come from, and who wrote the file."""
+    maps = model.get("maps") or "no maps"
+    mean = _channels(model.get("input_mean"))
+    std = _channels(model.get("input_std"))
+    fed = f"{model.get('channel_order', 'RGB')} (pixel - {mean}) / {std}"
+    origin = f"facexai {model['version']}" if model.get("facexai_export", True) else "third-party model"
+    notes = "".join(f"; note: {n}" for n in model.get("notes") or [])
+    return f"{model['task']}, {model['input_size']} px, fed {fed}, maps: {maps}, {origin}{notes}"
+
+
+def _channels(values: list[float] | None) -> str:
+    if not values:
+        return "?"
+    return f"{values[0]:g}" if len(set(values)) == 1 else "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
 def _metric_rows(metrics: dict[str, Any]) -> str:
@@ -129,7 +141,8 @@ def _metric_rows(metrics: dict[str, Any]) -> str:
 
 def _curves_section(out: Path, curves: dict[str, Any] | None) -> str:
     if not curves:
-        return "<p>No deletion/insertion curves: the model was exported without an explainer.</p>"
+        return ("<p>No deletion/insertion curves: no maps were drawn (a graph without an explainer "
+                "audited without CorrRISE maps, or no curve pairs requested).</p>")
     mean = {name: np.asarray(curves[f"{name}_mean"]) for name in ("deletion", "insertion")}
     svg = curve_svg(mean, f"mean curves over {curves['n_images']} images ({curves['steps']} steps)")
     (out / "curves.svg").write_text(svg)

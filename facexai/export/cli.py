@@ -22,7 +22,9 @@ examples:
   python -m facexai export --ckpt_path last.ckpt --output face_gradcam.onnx --explainer gradcam
 
 The plain verification graph follows the insightface ArcFace layout: input (N, 3, S, S) RGB as
-(pixel - 127.5) / 127.5, output (N, D); insightface.model_zoo.get_model loads it. With
+(pixel - 127.5) / 127.5, output (N, D); insightface.model_zoo.get_model loads it at S = 112.
+S defaults to the checkpoint's own side (backbone_kwargs.img_size, the backbone's img_size or
+timm config); other sides export with a note (insightface's ArcFaceONNX expects 112 px). With
 --input_format raw_pixels the normalisation is inside the graph (insightface detects it).
 With --explainer the graph takes (images, target): class indices (N,) int64 for classifiers or
 partner embeddings (N, D) for verification, and returns (output, map (N, S, S)[, similarity]).
@@ -34,13 +36,21 @@ torch.load(weights_only=True): no pickled code is executed.
 """
 
 AUDIT_EPILOG = """\
-example:
+examples:
   python -m facexai audit --onnx face_gradcam.onnx --pairs pairs.txt --images-root lfw/ --out report/
+  python -m facexai audit --onnx w600k_r50.onnx --pairs pairs.txt --images-root lfw/ --out report/ --masks 300
+
+Any ONNX face-embedding model is accepted. facexai exports describe their input in their metadata.
+Other models are read with the insightface convention: one input (N, 3, S, S) with S from the
+graph, RGB, (pixel - 127.5) / 127.5, one output (N, D); --input-size, --mean, --std and
+--channel-order override it (mean/std: one value or one per graph channel, in channel order).
+Graphs with an explainer inside give the maps; for all others CorrRISE runs as a black box on
+onnxruntime (2 * --masks forward passes per pair, first --map-pairs pairs; --no-maps skips it).
 
 Pairs files: optional header, then 'name i j' (LFW genuine), 'name1 i name2 j' (LFW impostor) or
 'path_a path_b 0|1' (paths relative to --images-root). Writes report/index.html (overlays,
-similarities, ROC AUC / EER / best accuracy, deletion and insertion curves with a zero baseline)
-and report/report.json. Needs only numpy, onnxruntime, Pillow and tqdm (no torch).
+similarities, ROC AUC / EER / best accuracy, deletion and insertion curves with a mean-colour
+baseline) and report/report.json. Needs only numpy, onnxruntime, Pillow and tqdm (no torch).
 """
 
 
@@ -57,7 +67,8 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", required=True, type=Path, help="ONNX file to write")
     parser.add_argument("--explainer", choices=EXPORT_EXPLAINERS, help="trace this explainer into the graph")
     parser.add_argument("--target_layer", "--target-layer", help="CAM layer (dotted name in the backbone)")
-    parser.add_argument("--input_size", "--input-size", type=int, default=112, help="square input side (default 112)")
+    parser.add_argument("--input_size", "--input-size", type=int, default=None,
+                        help="square input side (default: the checkpoint's, e.g. backbone_kwargs.img_size; else 112)")
     parser.add_argument("--input_format", "--input-format", choices=("normalised", "raw_pixels"), default="normalised",
                         help="normalised: feed (x - 127.5) / 127.5 (default); raw_pixels: normalise in the graph")
     parser.add_argument("--config", type=Path,
@@ -72,11 +83,12 @@ def audit_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m facexai audit``."""
     parser = argparse.ArgumentParser(
         prog="python -m facexai audit",
-        description="Audit an exported facexai verification model on face pairs (no torch needed).",
+        description="Audit an ONNX face-verification model (a facexai export or any third-party "
+        "embedding model) on face pairs, with explanation maps (no torch needed).",
         epilog=AUDIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--onnx", required=True, type=Path, help="ONNX file written by `facexai export`")
+    parser.add_argument("--onnx", required=True, type=Path, help="ONNX face model (facexai export or third-party)")
     parser.add_argument("--pairs", required=True, type=Path, help="pairs file")
     parser.add_argument("--images-root", "--images_root", required=True, type=Path, help="root of the image paths")
     parser.add_argument("--out", required=True, type=Path, help="report folder (created)")
@@ -87,6 +99,19 @@ def audit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-shown", "--max_shown", type=int, default=100,
                         help="pairs shown in index.html (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model = parser.add_argument_group("input of models without facexai metadata (override the insightface convention)")
+    model.add_argument("--input-size", "--input_size", type=int, help="square input side (default: the graph's, else 112)")
+    model.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtracted per channel (default 127.5)")
+    model.add_argument("--std", type=float, nargs="+", metavar="S", help="divided per channel (default 127.5)")
+    model.add_argument("--channel-order", "--channel_order", choices=("RGB", "BGR"), help="graph channel order (default RGB)")
+    maps = parser.add_argument_group("black-box maps (CorrRISE) for graphs without an explainer")
+    maps.add_argument("--no-maps", action="store_true", help="no CorrRISE maps (and so no curves)")
+    maps.add_argument("--map-pairs", "--map_pairs", type=int, default=16, help="pairs from the top that get maps (default 16)")
+    maps.add_argument("--masks", type=int, default=500, help="random masks per image (default 500, as the paper)")
+    maps.add_argument("--patch-size", "--patch_size", type=int,
+                      help="hidden square side in pixels (default: 30 at 112 px, scaled to the input size)")
+    maps.add_argument("--patches", type=int, default=3, help="squares per mask (default 3)")
+    maps.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     return parser
 
 
@@ -111,6 +136,8 @@ def export_main(argv: list[str]) -> int:
     diffs = ", ".join(f"{name} {value:.2g}" for name, value in result.parity.max_abs_diff.items())
     sys.stdout.write(f"wrote {result.path} ({meta.task}, {meta.input_size} px, explainer {meta.explainer or 'none'})\n")
     sys.stdout.write(f"parity vs PyTorch, max abs diff: {diffs}\n")
+    for note in meta.notes:
+        sys.stdout.write(f"note: {note}\n")
     for name, floor in result.parity.noise_floor.items():
         sys.stdout.write(f"note: {name} is ill-conditioned on this model (PyTorch moves by {floor:.2g} "
                          "under float32 rounding of the input); accepted within that\n")
@@ -121,17 +148,25 @@ def audit_main(argv: list[str]) -> int:
     """``python -m facexai audit``: returns 0 on success, 2 on a user error."""
     args = audit_parser().parse_args(argv)
     _configure_logging(False)
-    from facexai.export.audit import AuditOptions, run_audit
+    from facexai.export.audit import AuditOptions, CorrRiseOptions, InputOverrides, run_audit
 
-    options = AuditOptions(args.batch_size, args.steps, args.curve_pairs, args.max_shown, not args.no_progress)
+    corrrise = None if args.no_maps else CorrRiseOptions(args.masks, args.patch_size, args.patches, args.seed)
+    options = AuditOptions(args.batch_size, args.steps, args.curve_pairs, args.max_shown, not args.no_progress,
+                           corrrise, args.map_pairs)
+    overrides = InputOverrides(args.input_size, _tuple(args.mean), _tuple(args.std), args.channel_order)
     try:
-        report = run_audit(args.onnx, args.pairs, args.images_root, args.out, options)
+        report = run_audit(args.onnx, args.pairs, args.images_root, args.out, options, overrides)
     except (FileNotFoundError, ValueError) as err:
         return _fail("audit", err)
     metrics = report["metrics"]
     sys.stdout.write(f"wrote {args.out / 'index.html'} and {args.out / 'report.json'} ({metrics['n_pairs']} pairs)\n")
     auc, eer, accuracy = (_num(metrics[k]) for k in ("roc_auc", "eer", "accuracy"))
     sys.stdout.write(f"ROC AUC {auc}, EER {eer}, accuracy {accuracy}\n")
+    model = report["model"]
+    sys.stdout.write(f"model input: {model['input_size']} px {model['channel_order']}, {model['input_source']}; "
+                     f"maps: {model['maps'] or 'none'}\n")
+    for note in model.get("notes") or []:
+        sys.stdout.write(f"note: {note}\n")
     return 0
 
 
@@ -194,6 +229,10 @@ def _configure_logging(verbose: bool) -> None:
 def _fail(command: str, err: BaseException) -> int:
     sys.stderr.write(f"facexai {command}: error: {err}\n")
     return 2
+
+
+def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _num(value: object) -> str:

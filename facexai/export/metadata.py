@@ -60,6 +60,8 @@ class ExportMetadata:
         parity_max_abs_diff: largest |onnxruntime - PyTorch| seen by the export's parity check.
         parity_noise_floor: where that exceeded the tolerance, how far PyTorch's own output moved
             under float32 rounding of the input (an ill-conditioned explainer); else ``None``.
+        notes: caveats the export found worth telling every consumer (e.g. that insightface's
+            ArcFace wrapper expects 112 px faces), also printed by the export command.
         format_version: version of this contract.
     """
 
@@ -79,6 +81,7 @@ class ExportMetadata:
     source_sha256: str | None = None
     parity_max_abs_diff: float | None = None
     parity_noise_floor: float | None = None
+    notes: tuple[str, ...] = ()
     format_version: str = FORMAT_VERSION
 
     @property
@@ -107,6 +110,7 @@ class ExportMetadata:
             "source_sha256": self.source_sha256 or "",
             "parity_max_abs_diff": _optional(self.parity_max_abs_diff),
             "parity_noise_floor": _optional(self.parity_noise_floor),
+            "notes": json.dumps(list(self.notes)),
         }
         return {PREFIX + key: value for key, value in values.items()}
 
@@ -149,6 +153,7 @@ def _parse_values(values: dict[str, str], source: str) -> dict[str, Any]:
             "source_sha256": values.get("source_sha256") or None,
             "parity_max_abs_diff": _float_or_none(values.get("parity_max_abs_diff")),
             "parity_noise_floor": _float_or_none(values.get("parity_noise_floor")),
+            "notes": tuple(str(n) for n in json.loads(values.get("notes") or "[]")),
             "format_version": values["format_version"],
         }
     except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError

@@ -36,15 +36,11 @@ import facexai
 from facexai.explain import Explainer
 from facexai.export import explained as ex
 from facexai.export import parity
+from facexai.export.input_size import insightface_note, resolve_input_size
 from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
 
 logger = logging.getLogger(__name__)
 
-#: smallest input side insightface routes to its ArcFace wrapper (and its required multiple)
-INSIGHTFACE_MIN_SIZE = 112
-INSIGHTFACE_MULTIPLE = 16
-#: sides insightface routes to other wrappers (192: Landmark, 96: Attribute)
-INSIGHTFACE_RESERVED_SIZES = (192,)
 #: above this many weight bytes the graph is saved with an external ``.data`` file (protobuf: 2 GB)
 EXTERNAL_DATA_BYTES = 1_500_000_000
 NORMALISATION_NODES = ("Sub_facexai_input", "Mul_facexai_input")
@@ -62,7 +58,7 @@ class ExportResult:
 def to_onnx(
     model: nn.Module,
     path: str | Path,
-    input_size: int = 112,
+    input_size: int | None = None,
     explainer: str | Explainer | None = None,
     **kwargs: object,
 ) -> Path:
@@ -77,7 +73,7 @@ def to_onnx(
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    input_size: int = 112,
+    input_size: int | None = None,
     explainer: str | Explainer | None = None,
     *,
     task: str | None = None,
@@ -94,8 +90,11 @@ def export_onnx(
             exported; ``forward`` is the same network) or any ``nn.Module`` mapping normalised
             images (N, 3, S, S) to logits or embeddings (then ``task`` is required).
         path: output ``.onnx`` file.
-        input_size: square input side. Verification models need a multiple of 16, at least 112
-            and not 192, which is what insightface routes to its ArcFace wrapper.
+        input_size: square input side; ``None`` takes the model's own (see
+            :mod:`facexai.export.input_size`: ``backbone_kwargs.img_size``, the backbone's
+            ``img_size`` or timm config, else 112). A side the model is not built for is refused.
+            Verification exports at a side other than 112 carry a note (metadata ``notes``):
+            insightface's ArcFaceONNX wrapper expects 112 px.
         explainer: name or instance of an exportable explainer (see
             :data:`facexai.export.explained.EXPORTABLE_EXPLAINERS`). The graph then takes
             ``(images, target)`` -- class indices (N,) int64 or partner embeddings (N, D) -- and
@@ -112,13 +111,15 @@ def export_onnx(
             also when the parity check fails.
     """
     net, task = _network_and_task(model, task)
-    _check_input_size(input_size, task)
+    input_size = resolve_input_size(model, input_size)
     explainer = _check_options(input_format, explainer, explainer_options, tolerance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _eval_mode(net):
         width = _output_width(net, input_size)
         meta = _base_metadata(model, task, input_size, input_format, width, class_names, checkpoint)
+        note = insightface_note(input_size) if task == "verification" and explainer is None else None
+        meta = replace(meta, notes=(note,) if note else ())
         if explainer is not None:
             explainer = ex.with_resolved_layer(explainer, net, torch.zeros(1, 3, input_size, input_size))
             meta = _explained_metadata(meta, explainer)
@@ -197,24 +198,6 @@ def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, st
     return net, task or found
 
 
-def _check_input_size(input_size: int, task: str) -> None:
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 16:
-        raise ValueError(f"input_size must be an integer of at least 16 pixels, got {input_size!r}")
-    if task != "verification":
-        return
-    if input_size < INSIGHTFACE_MIN_SIZE or input_size % INSIGHTFACE_MULTIPLE:
-        raise ValueError(
-            f"input_size {input_size} does not fit the insightface layout of a verification model: "
-            f"it must be a multiple of {INSIGHTFACE_MULTIPLE} and at least {INSIGHTFACE_MIN_SIZE} "
-            "(insightface routes other sizes away from its ArcFace wrapper); e.g. 112"
-        )
-    if input_size in INSIGHTFACE_RESERVED_SIZES:
-        raise ValueError(
-            f"input_size {input_size} is routed by insightface to its landmark model, not ArcFace; "
-            "use another multiple of 16 (112, 128, 160, ...)"
-        )
-
-
 @contextlib.contextmanager
 def _eval_mode(net: nn.Module) -> Iterator[None]:
     """Eval mode for the export; every module's flag is restored afterwards."""
@@ -228,8 +211,14 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 
 def _output_width(net: nn.Module, input_size: int) -> int:
-    with torch.no_grad():
-        output = net(torch.zeros(1, 3, input_size, input_size))
+    """The output width, from one forward pass; a side the network cannot take is a ValueError."""
+    try:
+        with torch.no_grad():
+            output = net(torch.zeros(1, 3, input_size, input_size))
+    except RuntimeError as err:  # e.g. "mat1 and mat2 shapes cannot be multiplied"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the model does not run on {input_size}x{input_size} inputs ({first}); "
+                         "pass the input size it was trained at") from err
     if not isinstance(output, Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"the model must return (N, K) logits or (N, D) embeddings, got {shape}")

@@ -1,0 +1,335 @@
+"""Any ONNX face-embedding model behind numpy in, numpy out, for the torch-free audit.
+
+Two kinds of files are accepted:
+
+- facexai exports: their ``facexai.*`` metadata is the contract (input size, normalisation,
+  explainer in the graph); flags may restate it but not contradict it;
+- any other face model, read with the insightface model-zoo convention: one input
+  (N, 3, S, S) whose side S comes from the graph, RGB, (pixel - 127.5) / 127.5, and one (N, D)
+  output. ``--input-size``, ``--mean``, ``--std`` and ``--channel-order`` override it.
+
+Everything that would silently produce wrong numbers is refused before anything is written: an
+input that is not an image batch, an output that is not (N, D), a size that disagrees with the
+graph, a zero std, and graphs onnxruntime cannot load or run (checked with a probe batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from facexai.export.metadata import PREFIX, ExportMetadata
+
+#: the insightface ArcFace convention for models without facexai metadata
+DEFAULT_MEAN = 127.5
+DEFAULT_STD = 127.5
+DEFAULT_SIZE = 112
+#: sane input sides: below, faces carry no identity; above, the audit's batches blow up memory
+MIN_SIZE, MAX_SIZE = 16, 1024
+CHANNEL_ORDERS = ("RGB", "BGR")
+FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+#: onnxruntime log level "error": hides the warning that arcface_torch's exports trigger on every
+#: batch (their output is declared with batch 1 while the input batch is dynamic)
+ORT_LOG_ERROR = 3
+
+
+@dataclass(frozen=True)
+class InputOverrides:
+    """What the command line says about the input; ``None`` keeps the file's (or the convention's) value.
+
+    ``mean`` and ``std`` hold one value or one per graph input channel, in ``channel_order``.
+    """
+
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str | None = None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How uint8 RGB pixels become the graph input: reorder, then (pixel - mean) / std per channel.
+
+    Attributes:
+        size: square side fed to the graph.
+        mean: per graph channel (in ``channel_order``).
+        std: per graph channel.
+        channel_order: "RGB" or "BGR".
+        baseline: graph-input value of a removed pixel (the mean colour; 0 after normalisation).
+        source: where the values came from, for the report.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str
+    baseline: float
+    source: str
+
+    def to_input(self, pixels: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) -> graph input (N, 3, H, W)."""
+        x = pixels.astype(np.float32)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        x = (x - np.array(self.mean, np.float32)) / np.array(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(dtype))
+
+
+class OnnxFaceModel:
+    """An ONNX face-embedding graph (facexai export or third-party) for the audit.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not loadable or runnable, not a face-embedding graph, or flags/metadata that
+            would feed it wrongly (one line naming the problem).
+    """
+
+    def __init__(self, path: str | Path, overrides: InputOverrides | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file not found: {self.path}")
+        self.session = _open_session(self.path)
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = _facexai_metadata(props, self.path)
+        image, output = _check_signature(self.session, self.meta, self.path)
+        self.input_name, self.output_name = image.name, output.name
+        self.dtype = FLOAT_TYPES[image.type]
+        self.fixed_batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
+        declared = image.shape[2] if isinstance(image.shape[2], int) and image.shape[2] > 0 else None
+        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), declared, self.path)
+        self.embedding_size = self._probe()
+
+    @property
+    def explained(self) -> bool:
+        """Whether the graph itself returns explanation maps (a facexai explained export)."""
+        return self.meta is not None and self.meta.explained
+
+    @property
+    def baseline(self) -> float:
+        """Graph-input value of a pixel at the mean colour (0 after normalisation)."""
+        return self.spec.baseline
+
+    def to_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) -> the graph's (N, 3, H, W) input."""
+        return self.spec.to_input(pixels, self.dtype)
+
+    def embed(self, inputs: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) float32; explained graphs get a zero target and only the output is kept."""
+        feeds = {self.input_name: inputs}
+        if self.explained:
+            feeds[self.meta.input_names[1]] = np.zeros((len(inputs), self.embedding_size), np.float32)
+        return self._run([self.output_name], feeds)[0].astype(np.float32)
+
+    def explain(self, inputs: np.ndarray, partners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (N, H, W) of each image against its partner embedding, and the similarities (N,)."""
+        images, target = self.meta.input_names
+        outputs = list(self.meta.output_names[1:3])  # (output, map, similarity)
+        maps, similarity = self._run(outputs, {images: inputs, target: partners.astype(np.float32)})
+        return maps, similarity
+
+    def similarity(self, inputs: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        """Cosine similarity (N,) of each input's embedding to its partner embedding."""
+        if self.explained:
+            return self.explain(inputs, partners)[1]
+        return cosine(self.embed(inputs), partners)
+
+    def summary(self) -> dict[str, Any]:
+        """What the report says about the model and how it was fed."""
+        spec, meta = self.spec, self.meta
+        info: dict[str, Any] = {
+            "path": str(self.path), "task": "verification", "facexai_export": meta is not None,
+            "input_size": spec.size, "input_name": self.input_name, "output_name": self.output_name,
+            "channel_order": spec.channel_order, "input_mean": list(spec.mean), "input_std": list(spec.std),
+            "input_source": spec.source, "embedding_size": self.embedding_size,
+            "explainer": meta.explainer if meta is not None else None,
+        }
+        if meta is not None:
+            info.update({
+                "input_format": meta.input_format, "explainer_options": meta.explainer_options,
+                "version": meta.version, "source_sha256": meta.source_sha256, "notes": list(meta.notes),
+                "parity_max_abs_diff": meta.parity_max_abs_diff, "parity_noise_floor": meta.parity_noise_floor,
+            })
+        return info
+
+    def _probe(self) -> int:
+        """Run a zero batch of two: catches graphs that load but cannot run; returns D."""
+        inputs = np.zeros((2, 3, self.spec.size, self.spec.size), self.dtype)
+        feeds = {self.input_name: inputs}
+        if self.explained:
+            width = self.meta.embedding_size or 1
+            feeds[self.meta.input_names[1]] = np.zeros((2, width), np.float32)
+        output = self._run([self.output_name], feeds)[0]
+        if output.ndim != 2 or output.shape[0] != 2:
+            raise ValueError(
+                f"{self.path}: output {self.output_name!r} has shape {output.shape} for a batch of 2 images; "
+                "a face-embedding model returns (N, D)"
+            )
+        return int(output.shape[1])
+
+    def _run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``session.run`` in chunks of the graph's fixed batch (if any); errors become one line."""
+        n = len(next(iter(feeds.values())))
+        step = self.fixed_batch or max(n, 1)
+        parts = []
+        for start in range(0, n, step):
+            chunk = {k: _pad(v[start : start + step], step if self.fixed_batch else None) for k, v in feeds.items()}
+            try:
+                result = self.session.run(outputs, chunk)
+            except Exception as err:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException
+                raise ValueError(f"onnxruntime could not run {self.path}: {_first_line(err)}") from err
+            parts.append([r[: min(step, n - start)] for r in result])
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+
+
+def _pad(values: np.ndarray, size: int | None) -> np.ndarray:
+    """Repeat the last row up to ``size`` rows (graphs with a fixed batch)."""
+    if size is None or len(values) == size:
+        return values
+    return np.concatenate([values, np.repeat(values[-1:], size - len(values), axis=0)])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of (N, D) arrays, in float64."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return (a * b).sum(axis=1) / norms
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _open_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_LOG_ERROR
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime has its own exception types (Fail, InvalidGraph, ...)
+        raise ValueError(f"{path} is not a loadable ONNX model: {_first_line(err)}") from err
+
+
+def _facexai_metadata(props: dict[str, str], path: Path) -> ExportMetadata | None:
+    """The facexai contract when the file has any ``facexai.`` key (then it must be complete)."""
+    if not any(key.startswith(PREFIX) for key in props):
+        return None
+    meta = ExportMetadata.from_props(props, str(path))
+    if meta.task != "verification":
+        raise ValueError(
+            f"{path} is a facexai {meta.task} model; the audit evaluates face verification pairs and "
+            "needs a model exported from a VerificationModule"
+        )
+    return meta
+
+
+def _check_signature(session: ort.InferenceSession, meta: ExportMetadata | None, path: Path) -> tuple[Any, Any]:
+    """The image input and the embedding output, after checking their ranks and types."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    expected = (len(meta.input_names), len(meta.output_names)) if meta is not None else (1, 1)
+    if (len(inputs), len(outputs)) != expected:
+        raise ValueError(
+            f"{path} has {len(inputs)} input(s) and {len(outputs)} output(s); "
+            f"a face-embedding model has {expected[0]} and {expected[1]} "
+            "(one image batch (N, 3, S, S) in, one embedding (N, D) out)"
+        )
+    image, output = inputs[0], outputs[0]
+    shape = list(image.shape or [])
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if len(shape) != 4 or fixed[1] not in (None, 3) or (fixed[2] and fixed[3] and fixed[2] != fixed[3]):
+        raise ValueError(
+            f"{path}: input {image.name!r} has shape {shape}; the audit needs a batch of square RGB "
+            "images (N, 3, S, S)"
+        )
+    if image.type not in FLOAT_TYPES:
+        raise ValueError(f"{path}: input {image.name!r} is {image.type}; the audit feeds float images")
+    if output.shape is not None and len(output.shape) != 2:
+        raise ValueError(
+            f"{path}: output {output.name!r} has shape {list(output.shape)}; a face-embedding model "
+            "returns (N, D) embeddings"
+        )
+    return image, output
+
+
+def resolve_spec(
+    meta: ExportMetadata | None, overrides: InputOverrides, declared: int | None, path: Path
+) -> InputSpec:
+    """Combine the metadata (or the insightface convention), the flags and the graph's side.
+
+    Raises:
+        ValueError: a size outside 16..1024 or different from the graph's, a bad mean/std or
+            channel order, or a flag contradicting facexai metadata.
+    """
+    _check_overrides(overrides)
+    if meta is not None:
+        spec = _facexai_spec(meta, overrides, path)
+    else:
+        spec = _convention_spec(overrides, declared)
+    if declared is not None and spec.size != declared:
+        raise ValueError(
+            f"input size {spec.size} does not match {path}, whose graph takes {declared}x{declared} images"
+        )
+    return spec
+
+
+def _check_overrides(overrides: InputOverrides) -> None:
+    size = overrides.input_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE):
+        raise ValueError(f"input size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got {size!r}")
+    for name in ("mean", "std"):
+        values = getattr(overrides, name)
+        if values is None:
+            continue
+        if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be one finite number or three (one per channel), got {list(values)}")
+    if overrides.std is not None and any(v == 0 for v in overrides.std):
+        raise ValueError(f"std must be nonzero (inputs are divided by it), got {list(overrides.std)}")
+    if overrides.channel_order is not None and overrides.channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel order must be RGB or BGR, got {overrides.channel_order!r}")
+
+
+def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
+    values = (values,) if isinstance(values, (int, float)) else tuple(values)
+    return tuple(float(v) for v in (values * 3 if len(values) == 1 else values))  # type: ignore[return-value]
+
+
+def _convention_spec(overrides: InputOverrides, declared: int | None) -> InputSpec:
+    """insightface's ArcFace convention, with flags taking precedence."""
+    size = overrides.input_size or declared or DEFAULT_SIZE
+    how = "flag" if overrides.input_size else ("graph" if declared else f"default {DEFAULT_SIZE} (graph side is dynamic)")
+    return InputSpec(
+        size=size,
+        mean=_triple(overrides.mean if overrides.mean is not None else DEFAULT_MEAN),
+        std=_triple(overrides.std if overrides.std is not None else DEFAULT_STD),
+        channel_order=overrides.channel_order or "RGB",
+        baseline=0.0,
+        source=f"insightface convention (size from {how})",
+    )
+
+
+def _facexai_spec(meta: ExportMetadata, overrides: InputOverrides, path: Path) -> InputSpec:
+    """The metadata's contract; flags that restate it are fine, flags that contradict it are refused."""
+    if not MIN_SIZE <= meta.input_size <= MAX_SIZE:
+        raise ValueError(f"{path} has facexai.input_size={meta.input_size}; expected {MIN_SIZE} to {MAX_SIZE} pixels")
+    if meta.input_std == 0 or not (math.isfinite(meta.input_std) and math.isfinite(meta.input_mean)):
+        raise ValueError(f"{path} has unusable facexai.input_mean/input_std {meta.input_mean}/{meta.input_std}")
+    raw = meta.input_format == "raw_pixels"
+    mean, std = _triple(0.0 if raw else meta.input_mean), _triple(1.0 if raw else meta.input_std)
+    stated = {
+        "input size": (overrides.input_size, meta.input_size),
+        "mean": (None if overrides.mean is None else _triple(overrides.mean), mean),
+        "std": (None if overrides.std is None else _triple(overrides.std), std),
+        "channel order": (overrides.channel_order, "RGB"),
+    }
+    for name, (flag, contract) in stated.items():
+        if flag is not None and flag != contract:
+            raw_note = " (its graph normalises raw pixels itself)" if raw and name in ("mean", "std") else ""
+            raise ValueError(
+                f"--{name.replace(' ', '-')} {flag} contradicts the facexai metadata of {path}, "
+                f"which says {contract}{raw_note}"
+            )
+    return InputSpec(meta.input_size, mean, std, "RGB", meta.input_mean if raw else 0.0, "facexai metadata")
