@@ -2,8 +2,9 @@
 
 Trainer sub-commands take YAML configs (``--config configs/demo.yaml``, ``--print_config``); the
 model and data are given by ``class_path`` so any LightningModule/DataModule can be used. Tool
-sub-commands (``export``, ``audit``, ``align``, ``pack-rec``, ``evaluate``) have their own
-``--help``.
+sub-commands (``explain``, ``evaluate``, ``export``, ``audit``, ``align``, ``pack-rec``) have their
+own ``--help``; ``explain`` and ``evaluate --model`` take a pretrained face model file and need no
+YAML.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ Training and evaluation (LightningCLI; each takes --config FILE.yaml, --print_co
 Tools:
   export     export a checkpoint to ONNX (optionally with an explainer in the graph)
   audit      audit an ONNX face model on a pairs file (no PyTorch needed)
-  evaluate   compare explainers with faithfulness metrics on a validation set
+  explain    explain one pair of face crops with a face model file (e+ and e- maps, PNG per explainer)
+  evaluate   compare explainers with faithfulness metrics (--config YAML, or --model with --bin/--pairs)
   align      align face images to the ArcFace 112x112 template from 5-point landmarks
   pack-rec   pack an identity-folder tree into insightface RecordIO (train.rec/train.idx)
 """
@@ -95,6 +97,7 @@ TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "export": _tool("facexai.export.cli", "export_main"),
     "audit": _tool("facexai.export.cli", "audit_main"),
     "evaluate": _tool("facexai.evaluate", "evaluate_main"),
+    "explain": _tool("facexai.explain_pair", "explain_main"),
 }
 
 

@@ -1,0 +1,140 @@
+"""``python -m facexai explain``: one pair of crops through a user's model file, end to end.
+
+The model files are written the way arcface_torch users have them (tests/thirdparty), not by
+facexai: a plain ``torch.save(state_dict)`` and the torch2onnx-style ONNX export.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facexai import cli
+from facexai.callbacks.overlays import CAPTION_HEIGHT, PAD
+from facexai.data.transforms import normalise
+from facexai.explain_pair import FAME_CLI_ITERATIONS, explain_main, explainer_options
+from facexai.files import load_image
+from tests.thirdparty.arcface_torch import export_like_torch2onnx, face_batch, make_arcface_model, save_state_dict
+
+SIDE = 112
+QUIET = ["--no-progress", "--device", "cpu"]
+FAST_FAME = ["--explainer-options", '{"fame": {"iterations": 3}}', *QUIET]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two threads contend and run ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A narrow arcface_torch IResNet as .pth and .onnx, and two face crops as PNGs."""
+    root = tmp_path_factory.mktemp("explain")
+    model = make_arcface_model(side=SIDE)
+    faces = ((face_batch(2, SIDE, seed=3) * 0.5 + 0.5) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    paths = {"a": root / "alice.png", "b": root / "bob.png", "small": root / "small.png"}
+    Image.fromarray(faces[0]).save(paths["a"])
+    Image.fromarray(faces[1]).save(paths["b"])
+    Image.fromarray(faces[1]).resize((80, 80)).save(paths["small"])
+    paths["pth"] = save_state_dict(model, root / "backbone.pth")
+    paths["onnx"] = export_like_torch2onnx(model, root / "model.onnx", side=SIDE)
+    paths["model"] = model
+    return paths
+
+
+def direct_cosine(model: torch.nn.Module, path_a: Path, path_b: Path) -> float:
+    """The pair's cosine computed on the third-party network itself, not through facexai's loader."""
+    faces = torch.stack([normalise(load_image(path_a)), normalise(load_image(path_b))])
+    with torch.no_grad():
+        emb = model.eval()(faces)
+    return float(torch.nn.functional.cosine_similarity(emb[:1], emb[1:]))
+
+
+def expected_png_size(tile: int) -> tuple[int, int]:
+    """(width, height) of [A | map A | B | map B] x (e+, e-) rows under a title band (compose_grid)."""
+    width = 4 * (tile + PAD) + PAD
+    height = CAPTION_HEIGHT + 2 * (CAPTION_HEIGHT + tile + PAD) + PAD
+    return width, height
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pth"])
+def test_explain_writes_one_png_per_explainer(files, kind, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["explain", "--model", str(files[kind]), str(files["a"]), str(files["b"]), "--out", str(out), *FAST_FAME]
+    assert cli.main(argv) == 0
+    stdout = capsys.readouterr().out
+    similarity = float(re.search(r"similarity (-?\d+\.\d+)", stdout).group(1))
+    # printed with 4 decimals; the ONNX path is a converted graph checked to cosine 0.9999
+    assert similarity == pytest.approx(direct_cosine(files["model"], files["a"], files["b"]), abs=1e-3)
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == [f"alice_vs_bob_{name}.png" for name in ("fame", "fgcam", "liftcam")]
+    for path in written:
+        assert f"wrote {path}" in stdout
+        with Image.open(path) as image:
+            assert image.size == expected_png_size(112)
+            pixels = np.asarray(image.convert("RGB"))
+        # the A tile of the e+ row shows the input crop itself (display = denormalised input)
+        y, x = CAPTION_HEIGHT + CAPTION_HEIGHT + PAD, PAD
+        crop = pixels[y : y + 112, x : x + 112].astype(int)
+        assert np.abs(crop - load_image(files["a"]).astype(int)).mean() < 2
+
+
+def test_other_sizes_are_resized_with_a_warning(files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["--model", str(files["pth"]), str(files["a"]), str(files["small"]), "--explainers", "liftcam",
+            "--out", str(out), "--tile-size", "64", *QUIET]  # fmt: skip
+    assert explain_main(argv) == 0
+    assert "small.png is 80x80, resized to the model's 112x112 input" in capsys.readouterr().err
+    with Image.open(out / "alice_vs_small_liftcam.png") as image:
+        assert image.size == expected_png_size(64)
+
+
+def test_fame_defaults_to_the_cli_iteration_count() -> None:
+    assert explainer_options("{}", ["fame", "liftcam"]) == {"fame": {"iterations": FAME_CLI_ITERATIONS}}
+    assert explainer_options('{"fame": {"iterations": 7}}', ["fame"]) == {"fame": {"iterations": 7}}
+    renamed = explainer_options('{"quick": {"method": "fame"}}', ["quick"])
+    assert renamed == {"quick": {"iterations": FAME_CLI_ITERATIONS, "method": "fame"}}
+
+
+def _bad_inputs(files: dict, tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    broken_image = tmp_path / "broken.png"
+    broken_image.write_bytes(b"\x89PNG not really")
+    broken_model = tmp_path / "broken.onnx"
+    broken_model.write_bytes(b"this is not a model")
+    model, a, b = str(files["pth"]), str(files["a"]), str(files["b"])
+    return {
+        "image": (["--model", model, a, str(broken_image)], "broken.png"),
+        "missing image": (["--model", model, a, str(tmp_path / "nope.png")], "nope.png"),
+        "explainer": (["--model", model, a, b, "--explainers", "liftcam", "gradkam"], "Available: "),
+        "model": (["--model", str(broken_model), a, b], "broken.onnx"),
+        "missing model": (["--model", str(tmp_path / "none.pth"), a, b], "none.pth"),
+    }
+
+
+@pytest.mark.parametrize("case", ["image", "missing image", "explainer", "model", "missing model"])
+def test_bad_input_is_one_line_and_writes_nothing(files, case, tmp_path, capsys) -> None:
+    argv, needle = _bad_inputs(files, tmp_path)[case]
+    out = tmp_path / "out"
+    assert cli.main(["explain", *argv, "--out", str(out), *QUIET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("facexai: error: ") and needle in err[0]
+    if case == "explainer":
+        assert all(name in err[0] for name in ("fame", "fgcam", "liftcam", "gradcam"))
+    assert not out.exists()
+
+
+def test_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["explain", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model" in out and "--channel-order" in out and "image_a" in out
