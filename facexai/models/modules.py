@@ -19,11 +19,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from facexai.explain.pairs import pair_targets
 from facexai.explain.targets import ClassTarget, Target
 from facexai.models.backbones import create_backbone
+from facexai.models.face_model import load_face_model
 from facexai.models.heads import MARGIN_HEADS
 from facexai.metrics.verification import PairVerificationMetrics
 
 
 SCHEDULERS = ("onecycle", "cosine", "none")
+#: keys of ``VerificationModule(pretrained_options=...)``, the keyword arguments of load_face_model
+PRETRAINED_OPTIONS = ("input_size", "mean", "std", "channel_order", "check_parity")
 
 
 class _TrainableModule(pl.LightningModule):
@@ -140,10 +143,26 @@ class VerificationModule(_TrainableModule):
     verification set (the datamodule's ``val_set_names``), logged as ``val/<set>/<metric>``
     (ROC AUC, EER, TAR@FAR and 10-fold accuracy).
 
+    A model users already have (an arcface_torch ``backbone.pth``, an insightface ONNX file, a
+    facexai checkpoint) is wrapped with ``pretrained``, e.g. to fine-tune it, validate it on
+    pairs or explain it with the ExplanationCallback; in YAML::
+
+        model:
+          class_path: facexai.models.VerificationModule
+          init_args: {pretrained: backbone.pth, num_identities: 1000}
+
+    The file is read by :func:`facexai.models.load_face_model` (``pretrained_options`` are its
+    keyword arguments, e.g. ``{input_size: 112, channel_order: BGR}``) and replaces the timm
+    backbone, so ``backbone``, ``weights`` and ``backbone_kwargs`` do not apply. Only the path is
+    stored in the hyperparameters: :func:`load_module_checkpoint` re-reads that file to rebuild
+    the network before loading the fine-tuned weights, so it must still exist there.
+
     Args:
         backbone: timm model name (``iresnet50``, ``iresnet_mini``, ``resnet18``, ...).
         num_identities: classes of the training margin head.
-        embedding_size: embedding width.
+        embedding_size: embedding width; None means 128, or with ``pretrained`` the file's
+            width. An explicit value that differs from the file's is an error rather than a
+            warning, since the margin head would be built for the wrong width.
         margin: "arcface" (defaults s=64, m=0.5) or "cosface" (s=64, m=0.35).
         scale: logit scale s.
         margin_value: margin m; None takes the head's default.
@@ -152,13 +171,15 @@ class VerificationModule(_TrainableModule):
         weight_decay: AdamW weight decay.
         scheduler: "onecycle" (per step), "cosine" (per epoch) or "none".
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
+        pretrained: a state dict, Lightning checkpoint or ONNX face model to use as backbone.
+        pretrained_options: keyword arguments of ``load_face_model`` for ``pretrained``.
     """
 
     def __init__(
         self,
         backbone: str = "iresnet_mini",
         num_identities: int = 100,
-        embedding_size: int = 128,
+        embedding_size: int | None = None,
         margin: str = "arcface",
         scale: float = 64.0,
         margin_value: float | None = None,
@@ -167,13 +188,22 @@ class VerificationModule(_TrainableModule):
         weight_decay: float = 5e-4,
         scheduler: str = "onecycle",
         backbone_kwargs: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        pretrained_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if margin not in MARGIN_HEADS:
             raise ValueError(f"Unknown margin {margin!r}. Available: {', '.join(MARGIN_HEADS)}")
         self.save_hyperparameters()
         self._set_optimisation(lr, weight_decay, scheduler)
-        self.backbone = create_backbone(backbone, embedding_size, weights, **(backbone_kwargs or {}))
+        if pretrained is None:
+            if pretrained_options:
+                raise ValueError("pretrained_options is set but pretrained is not; give the file to load")
+            embedding_size = 128 if embedding_size is None else embedding_size
+            self.backbone = create_backbone(backbone, embedding_size, weights, **(backbone_kwargs or {}))
+        else:
+            self.backbone = _pretrained_backbone(pretrained, pretrained_options, weights, backbone_kwargs)
+            embedding_size = _pretrained_width(self.backbone, embedding_size, pretrained)
         head_kwargs = {"scale": scale} if margin_value is None else {"scale": scale, "margin": margin_value}
         self.head = MARGIN_HEADS[margin](embedding_size, num_identities, **head_kwargs)
         self.val_set_names: list[str] = ["val"]
@@ -239,8 +269,33 @@ class VerificationModule(_TrainableModule):
         return pair_targets(self.backbone, batch["image_a"], batch["image_b"], mode="similar")
 
 
+def _pretrained_backbone(
+    path: str, options: dict[str, Any] | None, weights: str | None, backbone_kwargs: dict[str, Any] | None
+) -> nn.Module:
+    """``load_face_model(path, **options)``, refusing the options that only apply to timm backbones."""
+    if weights is not None or backbone_kwargs:
+        raise ValueError("pretrained replaces the timm backbone; drop weights/backbone_kwargs or drop pretrained")
+    unknown = sorted(set(options or {}) - set(PRETRAINED_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown pretrained_options {unknown}. Available: {', '.join(PRETRAINED_OPTIONS)}")
+    return load_face_model(path, **(options or {}))
+
+
+def _pretrained_width(backbone: nn.Module, requested: int | None, path: str) -> int:
+    width = backbone.face_model_info.embedding_size
+    if requested is not None and requested != width:
+        raise ValueError(
+            f"embedding_size={requested} contradicts pretrained {path!r}, which outputs {width}; omit embedding_size"
+        )
+    return width
+
+
 def load_module_checkpoint(path: str | Path) -> pl.LightningModule:
-    """Rebuild a facexai module from a Lightning checkpoint (weights_only, no code executed)."""
+    """Rebuild a facexai module from a Lightning checkpoint (weights_only, no code executed).
+
+    A ``VerificationModule(pretrained=...)`` is rebuilt by re-reading its ``pretrained`` file,
+    which must still exist at the recorded path; the checkpoint's weights then replace its own.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
