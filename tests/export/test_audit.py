@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from facexai.export import audit_metrics as am
-from facexai.export.audit import AuditOptions, run_audit
+from facexai.export.audit import AuditOptions, CorrRiseOptions, run_audit
 from facexai.export.cli import audit_main
 from facexai.export.pairs import read_pairs
 
@@ -60,10 +61,15 @@ def test_audit_similarities_match_pytorch(
     assert report["curves"] is None  # curve_pairs=0
 
 
-def test_audit_plain_model_has_no_maps(plain_verification_onnx, pairs_file, faces_root, tmp_path) -> None:
-    report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path, FAST)
-    assert report["curves"] is None and report["model"]["explainer"] is None
-    assert "without an explainer" in (tmp_path / "index.html").read_text()
+def test_audit_plain_model_gets_black_box_maps(plain_verification_onnx, pairs_file, faces_root, tmp_path) -> None:
+    options = AuditOptions(steps=4, progress=False, corrrise=CorrRiseOptions(n_masks=8), map_pairs=1, curve_pairs=4)
+    report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "maps", options)
+    assert report["model"]["explainer"] == "corrrise" and report["model"]["facexai_export"] is True
+    assert [p["has_maps"] for p in report["pairs"]] == [True, False, False, False]
+    assert report["curves"]["n_images"] == 2  # only pairs with maps get curves
+    report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "none", replace(options, corrrise=None))
+    assert report["curves"] is None and report["model"]["maps"] is None
+    assert "no maps were drawn" in (tmp_path / "none" / "index.html").read_text()
 
 
 def test_audit_command_imports_no_torch(gradcam_verification_export, pairs_file, faces_root, tmp_path) -> None:
@@ -158,12 +164,15 @@ def test_audit_errors(gradcam_verification_export, pairs_file, faces_root, tmp_p
     assert "ONNX file not found" in capsys.readouterr().err
 
 
-def test_audit_refuses_foreign_and_classifier_models(pairs_file, faces_root, tmp_path: Path) -> None:
-    node = onnx.helper.make_node("Identity", ["x"], ["y"])
-    x, y = (onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3, 112, 112]) for n in "xy")
+def test_audit_refuses_partial_metadata_and_classifier_models(pairs_file, faces_root, tmp_path: Path) -> None:
+    node = onnx.helper.make_node("Flatten", ["x"], ["y"])
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 112, 112])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3 * 112 * 112])
     graph = onnx.helper.make_graph([node], "foreign", [x], [y])
     foreign = tmp_path / "foreign.onnx"
     model = onnx.helper.make_model(graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    # some facexai keys but not all: a damaged contract is refused, not guessed around
+    onnx.helper.set_model_props(model, {"facexai.format_version": "1", "facexai.version": "0"})
     onnx.save(model, str(foreign))
     with pytest.raises(ValueError, match="not a facexai export.*facexai.task"):
         run_audit(foreign, pairs_file, faces_root, tmp_path / "r", FAST)
