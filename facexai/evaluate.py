@@ -1,19 +1,18 @@
 """``python -m facexai evaluate``: compare explainers with faithfulness metrics on validation data.
 
-The model and data come from the same YAML a ``fit`` run used (``model:`` and ``data:`` sections,
-``class_path`` + ``init_args``), read with ``yaml.safe_load`` and built by importing the named
-classes, so no config code is ever executed. Each chosen explainer explains up to
+The model and data come from the YAML of a ``fit`` run (``--config``) or from a pretrained face
+model file with verification data only (``--model`` with ``--bin`` or ``--pairs``); see
+:mod:`facexai.evaluate_inputs`. Each chosen explainer explains up to
 ``--max-samples`` validation samples (classifiers: the true class; face pairs: both sides, e+ and
 e-), every applicable metric is computed with its settings recorded, and two reference rows show
 what a map that ranks pixels badly scores: a random map and the inverted map of the best method.
-The report (``results.md``, ``results.csv``, ``results.json``, curve PNGs) is written by
-:mod:`facexai.evaluate_report`.
+The report (``results.md``, ``results.csv``, ``results.json``, curve PNGs, ``gallery.png``,
+``index.html``) is written by :mod:`facexai.evaluate_report`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torchmetrics import Metric
 from tqdm.auto import tqdm
@@ -38,11 +36,21 @@ from facexai.metrics.functional import (
     verification_perturbation_curves,
 )
 
+# re-exported: scripts and tests import the config loaders from here
+from facexai.evaluate_inputs import (  # noqa: F401
+    build_from_config,
+    evaluation_inputs,
+    instantiate,
+    load_checkpoint,
+    load_config,
+    resolve_class,
+)
+
 #: rows that are not explainers; explainer labels may not take these names
 RANDOM_ROW = "random"
 INVERTED_PREFIX = "inverted"
-#: packages searched for a bare class name in ``class_path`` (LightningCLI resolves them too)
-SHORT_NAME_PACKAGES = ("facexai.models", "facexai.data", "pytorch_lightning")
+#: samples shown in the report's gallery (pairs: rows of A, maps of A, B, maps of B)
+GALLERY_SAMPLES = 4
 DELETION_BASELINE = "zero"
 INSERTION_BASELINE = "blur"
 
@@ -104,6 +112,7 @@ class EvaluationResult:
         curves: ``{"deletion"|"insertion": {view label: mean curve (steps + 1,)}}``.
         seconds_per_map: mean wall time of the explainer per map; None for reference rows.
         maps: number of maps scored.
+        examples: ``{view suffix: maps}`` of the first chunk, on the CPU, for the report's gallery.
     """
 
     name: str
@@ -114,88 +123,7 @@ class EvaluationResult:
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     seconds_per_map: float | None = None
     maps: int = 0
-
-
-# ----------------------------------------------------------------------------- config loading
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a LightningCLI YAML with ``yaml.safe_load`` (plain data only, nothing executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    if not isinstance(config, Mapping) or not all(key in config for key in ("model", "data")):
-        raise ValueError(f"{path} needs 'model' and 'data' sections (class_path + init_args), as for `facexai fit`")
-    return dict(config)
-
-
-def resolve_class(class_path: str) -> type:
-    """Import the class named by a dotted ``class_path`` (or a bare facexai/Lightning name)."""
-    if not isinstance(class_path, str) or not class_path:
-        raise ValueError(f"class_path must be a non-empty string, got {class_path!r}")
-    if "." in class_path:
-        module_name, _, name = class_path.rpartition(".")
-        candidates = [module_name]
-    else:
-        name, candidates = class_path, list(SHORT_NAME_PACKAGES)
-    for module_name in candidates:
-        try:
-            found = getattr(importlib.import_module(module_name), name, None)
-        except ModuleNotFoundError:
-            found = None
-        if isinstance(found, type):
-            return found
-    raise ValueError(f"class_path {class_path!r} does not name an importable class")
-
-
-def instantiate(spec: Any, where: str) -> Any:
-    """Build ``class_path(**init_args)``; nested ``class_path`` dicts in the arguments are built too."""
-    if not isinstance(spec, Mapping) or "class_path" not in spec:
-        raise ValueError(f"config section {where!r} must be a mapping with class_path (and init_args), got {spec!r}")
-    init_args = spec.get("init_args") or {}
-    if not isinstance(init_args, Mapping):
-        raise ValueError(f"{where}.init_args must be a mapping, got {init_args!r}")
-    kwargs = {key: _build_value(value, f"{where}.{key}") for key, value in init_args.items()}
-    cls = resolve_class(spec["class_path"])
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"cannot build {where} ({spec['class_path']}) from init_args {dict(init_args)}: {err}"
-        ) from err
-
-
-def _build_value(value: Any, where: str) -> Any:
-    if isinstance(value, Mapping) and "class_path" in value:
-        return instantiate(value, where)
-    return value
-
-
-def build_from_config(config: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-    """The LightningModule and DataModule of a config, seeded as ``fit`` seeds them."""
-    seed = config.get("seed_everything")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        import pytorch_lightning as pl
-
-        pl.seed_everything(seed, verbose=False)
-    return instantiate(config["model"], "model"), instantiate(config["data"], "data")
-
-
-def load_checkpoint(module: nn.Module, path: str | Path) -> None:
-    """Load a Lightning checkpoint's weights into the config-built module (weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds no state dict")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} does not fit the model built from the config: {err}") from err
+    examples: dict[str, Tensor] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- explainers
@@ -288,9 +216,16 @@ def slice_batch(batch: Any, start: int, stop: int, device: torch.device) -> Any:
     return batch
 
 
+def adapter_for(module: nn.Module) -> BatchAdapter:
+    """LightningModules hold their network in ``.model`` (or name it); a bare face model is the network."""
+    import pytorch_lightning as pl
+
+    return BatchAdapter() if isinstance(module, pl.LightningModule) else BatchAdapter(model_attr=None)
+
+
 def explanation_chunks(module: nn.Module, batch: Any, settings: EvaluationSettings) -> list[ExplanationInputs]:
     """Explainer inputs per chunk of ``batch_size`` samples (pair targets computed once, here)."""
-    adapter = BatchAdapter()
+    adapter = adapter_for(module)
     device = torch.device(settings.device)
     total = batch_length(batch)
     return [
@@ -472,7 +407,9 @@ def score_method(
         all_maps.append(chunk_maps)
         if progress is not None:
             progress.update(1)
-    return _result(name, kind, views, pairs, seconds / max(count, 1), count), all_maps
+    result = _result(name, kind, views, pairs, seconds / max(count, 1), count)
+    result.examples = {suffix: maps.detach().cpu() for suffix, maps in all_maps[0].items()}
+    return result, all_maps
 
 
 def _clock(device: torch.device) -> float:
@@ -552,7 +489,7 @@ def run_evaluation(
     device = torch.device(settings.device)
     module.to(device).eval()
     chunks = explanation_chunks(module, batch, settings)
-    model = BatchAdapter().resolve_model(module)
+    model = adapter_for(module).resolve_model(module)
     total = len(chunks) * (len(explainers) + 2)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False, file=sys.stderr)
     results: list[EvaluationResult] = []
@@ -584,12 +521,21 @@ def run_evaluation(
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m facexai evaluate``."""
+    from facexai.face_model_args import add_model_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m facexai evaluate",
-        description="Compare explainers with faithfulness and localisation metrics on validation data.",
+        description="Compare explainers with faithfulness and localisation metrics on validation data: "
+        "a fit run's model (--config [--ckpt_path]) or a pretrained face model file (--model with --bin "
+        "or --pairs/--images-root, no YAML).",
     )
-    parser.add_argument("--config", required=True, help="the YAML of the fit run (model: and data: sections)")
-    parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", help="Lightning checkpoint to load")
+    parser.add_argument("--config", help="the YAML of the fit run (model: and data: sections)")
+    parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", help="Lightning checkpoint to load (--config)")
+    add_model_arguments(parser, required=False)
+    data = parser.add_argument_group("verification data (with --model)")
+    data.add_argument("--bin", nargs="+", default=None, help="insightface verification sets (lfw.bin ...)")
+    data.add_argument("--pairs", nargs="+", default=None, help="LFW-style pairs files")
+    data.add_argument("--images-root", default=None, help="folder the pairs' image names are relative to")
     registered = ", ".join(available_explainers())
     parser.add_argument("--explainers", nargs="+", required=True, help=f"labels; registered: {registered}")
     parser.add_argument(
@@ -622,15 +568,28 @@ def parse_options(text: str) -> dict[str, Any]:
     return options
 
 
+def device_from_arg(device: str | None) -> str:
+    """``--device``, defaulting to CUDA when present; asking for absent CUDA is a user error."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+    return device
+
+
 def settings_from_args(args: argparse.Namespace) -> EvaluationSettings:
     """Validated :class:`EvaluationSettings` from the parsed arguments."""
     for name in ("max_samples", "steps", "verification_steps", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+    device = device_from_arg(args.device)
     return EvaluationSettings(args.steps, args.verification_steps, args.batch_size, args.max_samples, args.seed, device)
+
+
+def gallery_inputs(module: nn.Module, batch: Any, settings: EvaluationSettings) -> ExplanationInputs:
+    """The first chunk again (images, clean outputs, issame): the samples whose maps the gallery shows."""
+    device = torch.device(settings.device)
+    chunk = slice_batch(batch, 0, settings.batch_size, device)
+    return adapter_for(module).read(module, chunk, settings.batch_size)
 
 
 def evaluate_main(argv: Sequence[str]) -> int:
@@ -640,19 +599,11 @@ def evaluate_main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     explainers = build_explainers(args.explainers, parse_options(args.explainer_options))
     settings = settings_from_args(args)
-    module, datamodule = build_from_config(load_config(args.config))
-    if args.ckpt_path:
-        load_checkpoint(module, args.ckpt_path)
-    batch = collect_samples(datamodule, settings.max_samples)
-    results = run_evaluation(module, batch, explainers, settings, progress=not args.no_progress)
-    context = {"config": str(args.config), "checkpoint": args.ckpt_path, "model": _describe_model(module)}
-    paths = write_report(results, settings, args.out, context)
+    inputs = evaluation_inputs(args, settings.batch_size)
+    batch = collect_samples(inputs.datamodule, settings.max_samples)
+    results = run_evaluation(inputs.module, batch, explainers, settings, progress=not args.no_progress)
+    gallery = gallery_inputs(inputs.module, batch, settings)
+    paths = write_report(results, settings, args.out, inputs.context, gallery)
     sys.stdout.write(paths["markdown"].read_text(encoding="utf-8"))
     sys.stdout.write("\nwrote " + ", ".join(str(p) for p in paths.values()) + "\n")
     return 0
-
-
-def _describe_model(module: nn.Module) -> str:
-    hparams = getattr(module, "hparams", {}) or {}
-    backbone = hparams.get("backbone") if isinstance(hparams, Mapping) else None
-    return f"{type(module).__name__}({backbone})" if backbone else type(module).__name__

@@ -1,13 +1,17 @@
-"""The report of ``facexai evaluate``: a markdown table, CSV, JSON and deletion/insertion plots.
+"""The report of ``facexai evaluate``: markdown, CSV, JSON, curve plots, a gallery and index.html.
 
 Every number comes with its settings (METRICS.md): the markdown report lists each metric's
 ``log_name`` (steps, baseline, score type) below the table, and the JSON carries them per column.
 Plots are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas, no pyplot global state).
+For face pairs, ``gallery.png`` (e+) and ``gallery_neg.png`` (e-) put every method's maps of the
+first pairs side by side, so a reader sees what the numbers rank; ``index.html`` shows the table,
+the curves and the galleries in one self-contained page with relative links.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import re
@@ -21,7 +25,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
+    from facexai.callbacks.adapters import ExplanationInputs
     from facexai.evaluate import EvaluationResult, EvaluationSettings
+
+#: pairs shown in the gallery: enough to compare methods, few enough to read at a glance
+GALLERY_PAIRS = 4
+GALLERY_VIEWS = {"pos": ("gallery.png", "e+ what makes A and B match"),
+                 "neg": ("gallery_neg.png", "e- what pushes A and B apart")}  # fmt: skip
 
 #: short column titles; the settings paragraph says what exactly each one is
 TITLES = {
@@ -120,14 +130,12 @@ def settings_paragraph(
     names: dict[str, str] = {}
     for result in results:
         names.update(result.settings)
-    checkpoint = context.get("checkpoint") or "none (the config's freshly initialised, seeded weights)"
     references = [r.name for r in results if r.kind == "reference"]
     lines = [
         "## Settings",
         "",
-        f"- Model {context.get('model', '?')} from `{context.get('config', '?')}`; checkpoint: {checkpoint}; "
-        f"device {settings.device}; up to {settings.max_samples} validation samples (face pairs count once, "
-        f"both sides are explained), {settings.batch_size} per explainer call.",
+        f"- {model_sentence(context)}; device {settings.device}; up to {settings.max_samples} validation "
+        f"samples (face pairs count once, both sides are explained), {settings.batch_size} per explainer call.",
         "- Pairs: e+ explains s = cos(embedding, partner's frozen embedding), e- explains 1 - s; each view "
         "is scored on its own target, so lower deletion / higher insertion AUC is better for both. "
         "Classifiers: the true class's softmax probability.",
@@ -142,6 +150,14 @@ def settings_paragraph(
         base = column.rsplit("_", 1)[0] if column.rsplit("_", 1)[-1] in VIEW_TITLES else column
         lines.append(f"- `{column}`: `{log_name}` — {DEFINITIONS.get(base, '')}")
     return "\n".join(lines)
+
+
+def model_sentence(context: Mapping[str, Any]) -> str:
+    """Where the model and data came from: a fit config (+ checkpoint) or a model file + data files."""
+    if context.get("model_file"):
+        return f"Model {context.get('model', '?')} loaded from `{context['model_file']}`; data: {context.get('data', '?')}"
+    checkpoint = context.get("checkpoint") or "none (the config's freshly initialised, seeded weights)"
+    return f"Model {context.get('model', '?')} from `{context.get('config', '?')}`; checkpoint: {checkpoint}"
 
 
 def _references_line(references: Sequence[str], seed: int) -> str:
@@ -237,10 +253,121 @@ def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
     return path
 
 
+def gallery_captions(gallery: ExplanationInputs, count: int) -> list[str]:
+    """"genuine | cos=0.83" per shown pair: the clean cosine of the two embeddings."""
+    outputs = gallery.outputs.detach().float().cpu()
+    n = len(outputs) // 2
+    cosine = torch.nn.functional.cosine_similarity(outputs[:count], outputs[n : n + count], dim=1).tolist()
+    issame = [None] * count if gallery.issame is None else gallery.issame[:count].tolist()
+    kinds = ["pair" if same is None else "genuine" if same else "impostor" for same in issame]
+    return [f"{kind} | cos={value:.2f}" for kind, value in zip(kinds, cosine, strict=True)]
+
+
+def gallery_picture(results: Sequence[EvaluationResult], gallery: ExplanationInputs, suffix: str, title: str) -> Any:
+    """The comparison grid (uint8 HWC) of one view: rows are pairs, each explainer's maps side by side."""
+    from facexai.callbacks.rendering import comparison_grid
+    from facexai.data.transforms import denormalise
+
+    n = len(gallery.images) // 2
+    k = min(GALLERY_PAIRS, n)
+
+    def sides(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return stack[:k].cpu(), stack[n : n + k].cpu()
+
+    maps = {r.name: sides(r.examples[suffix]) for r in results if r.kind == "explainer" and suffix in r.examples}
+    masks_a, masks_b = sides(gallery.masks) if gallery.masks is not None else (None, None)
+    images_a, images_b = sides(denormalise(gallery.images.detach().float()))
+    return comparison_grid(images_a, images_b, maps, gallery_captions(gallery, k), masks_a, masks_b, title=title)
+
+
+def write_galleries(results: Sequence[EvaluationResult], gallery: ExplanationInputs | None, out: Path) -> dict[str, Path]:
+    """``gallery.png`` (e+) and ``gallery_neg.png`` (e-) for face pairs; classifier runs get none."""
+    from PIL import Image
+
+    if gallery is None or not gallery.pairs:
+        return {}
+    paths = {}
+    for suffix, (name, title) in GALLERY_VIEWS.items():
+        if any(suffix in r.examples for r in results if r.kind == "explainer"):
+            Image.fromarray(gallery_picture(results, gallery, suffix, title)).save(out / name, format="PNG")
+            paths[f"gallery {suffix}"] = out / name
+    return paths
+
+
+def html_table(results: Sequence[EvaluationResult]) -> str:
+    """The markdown table's rows and columns as escaped HTML (best explainer value per column bold)."""
+    cols = columns(results)
+    directions = {c: _direction(results, c) for c in cols}
+    best = {c: _best(results, c, directions[c]) for c in cols}
+    header = ["explainer", "s / map", *(column_title(c, directions[c]) for c in cols)]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for r in results:
+        name = html.escape(r.name) if r.kind == "explainer" else f"<em>{html.escape(r.name)}</em>"
+        cells = [name, html.escape(_seconds(r.seconds_per_map))]
+        for c in cols:
+            text = _cell(r.values.get(c), best[c] if r.kind == "explainer" else None)
+            bold = text.startswith("**")
+            text = html.escape(text.strip("*"))
+            cells.append(f"<strong>{text}</strong>" if bold else text)
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _figure(path: Path, out: Path, caption: str) -> str:
+    link = html.escape(path.relative_to(out).as_posix(), quote=True)
+    return f'<figure><img src="{link}" alt="{html.escape(caption, quote=True)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _code_spans(escaped: str) -> str:
+    """Markdown `code` spans of already escaped text as <code> elements."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
+
+
+HTML_STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:90em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%}"
+)
+
+
+def write_index(
+    results: Sequence[EvaluationResult], paths: Mapping[str, Path], out: Path, context: Mapping[str, Any]
+) -> Path:
+    """``index.html``: table, galleries and curves with relative links; every text is escaped."""
+    galleries = [_figure(paths[key], out, GALLERY_VIEWS[key.split()[1]][1]) for key in paths if key.startswith("gallery")]
+    curves = [_figure(path, out, key) for key, path in paths.items() if key == "overlay" or key.startswith("curves")]
+    files = " · ".join(
+        f'<a href="{html.escape(paths[k].name, quote=True)}">{html.escape(paths[k].name)}</a>' for k in ("markdown", "csv", "json")
+    )
+    body = [
+        "<h1>Explainer evaluation</h1>",
+        f"<p>{_code_spans(html.escape(model_sentence(context)))}.</p>",
+        html_table(results),
+        f"<p>Lower deletion / higher insertion AUC is better; italic rows are references. Settings and "
+        f"definitions: {files}.</p>",
+        "<h2>Gallery</h2>" + ("".join(galleries) or "<p>Only face-pair runs get a gallery.</p>"),
+        "<h2>Deletion and insertion curves</h2>" + "".join(curves),
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Explainer evaluation</title>'
+        f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
 def write_report(
-    results: Sequence[EvaluationResult], settings: EvaluationSettings, out: str | Path, context: Mapping[str, Any]
+    results: Sequence[EvaluationResult],
+    settings: EvaluationSettings,
+    out: str | Path,
+    context: Mapping[str, Any],
+    gallery: ExplanationInputs | None = None,
 ) -> dict[str, Path]:
-    """Write every output into ``out``; returns label -> path."""
+    """Write every output into ``out``; returns label -> path.
+
+    ``gallery`` is the first chunk of explained samples (their maps are each row's ``examples``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -251,4 +378,6 @@ def write_report(
     }
     for r in results:
         paths[f"curves {r.name}"] = plot_method(r, out / f"curves_{safe_name(r.name)}.png")
+    paths.update(write_galleries(results, gallery, out))
+    paths["html"] = write_index(results, paths, out, context)
     return paths

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,24 @@ def test_evaluate_pairs_writes_report_with_every_metric(tmp_path: Path) -> None:
     report = (out / "results.md").read_text()
     assert "deletion_auc_steps-4_baseline-zero_score-cosine" in report
     assert "*random*" in report and "Del AUC e+ ↓" in report
+    page = (out / "index.html").read_text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {"gallery.png", "gallery_neg.png", "curves_overlay.png", "curves_gradcam.png", "results.md"} <= set(links)
+    assert all((out / link).is_file() for link in links)
+
+
+def test_index_escapes_row_labels(tmp_path: Path) -> None:
+    from facexai.evaluate import EvaluationResult, EvaluationSettings
+    from facexai.evaluate_report import write_report
+
+    curve = torch.linspace(1, 0, 3)
+    rows = [EvaluationResult("<b>cam</b> & co", "explainer", {"deletion_auc": 0.5}, {"deletion_auc": "d"},
+                             {"deletion_auc": False}, {"deletion": {"": curve}}, 0.1, 2)]  # fmt: skip
+    paths = write_report(rows, EvaluationSettings(), tmp_path, {"model": "M<1>", "config": "a&b.yaml"})
+    page = paths["html"].read_text()
+    assert "&lt;b&gt;cam&lt;/b&gt; &amp; co" in page and "<b>cam" not in page
+    assert "M&lt;1&gt;" in page and "<code>a&amp;b.yaml</code>" in page
+    assert "gallery.png" not in page  # no pair samples given: no gallery, and no dead link
 
 
 def test_evaluate_classifier_with_checkpoint_and_options(tmp_path: Path) -> None:
