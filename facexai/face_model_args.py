@@ -59,7 +59,7 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
-    from facexai.models.face_model import load_face_model
+    from facexai.models import load_face_model
 
     return load_face_model(path, **layout_kwargs(args))
 

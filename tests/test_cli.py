@@ -65,7 +65,7 @@ def test_unknown_command(capsys):
 def test_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "export", "audit", "evaluate", "align"):
+    for command in ("fit", "validate", "export", "audit", "evaluate", "explain", "align"):
         assert command in out
 
 
