@@ -22,6 +22,9 @@ _LAZY = {
     "ExportMetadata": "facexai.export.metadata",
     "read_metadata": "facexai.export.metadata",
     "run_audit": "facexai.export.audit",
+    "AuditOptions": "facexai.export.audit",
+    "InputOverrides": "facexai.export.audit_model",
+    "CorrRiseOptions": "facexai.export.corrrise_np",
     "export_main": "facexai.export.cli",
     "audit_main": "facexai.export.cli",
 }

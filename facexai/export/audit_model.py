@@ -300,7 +300,10 @@ def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
 def _convention_spec(overrides: InputOverrides, declared: int | None) -> InputSpec:
     """insightface's ArcFace convention, with flags taking precedence."""
     size = overrides.input_size or declared or DEFAULT_SIZE
-    how = "flag" if overrides.input_size else ("graph" if declared else f"default {DEFAULT_SIZE} (graph side is dynamic)")
+    if overrides.input_size:
+        how = "flag"
+    else:
+        how = "graph" if declared else f"default {DEFAULT_SIZE} (graph side is dynamic)"
     return InputSpec(
         size=size,
         mean=_triple(overrides.mean if overrides.mean is not None else DEFAULT_MEAN),

@@ -100,13 +100,16 @@ def audit_parser() -> argparse.ArgumentParser:
                         help="pairs shown in index.html (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     model = parser.add_argument_group("input of models without facexai metadata (override the insightface convention)")
-    model.add_argument("--input-size", "--input_size", type=int, help="square input side (default: the graph's, else 112)")
+    model.add_argument("--input-size", "--input_size", type=int,
+                       help="square input side (default: the graph's, else 112)")
     model.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtracted per channel (default 127.5)")
     model.add_argument("--std", type=float, nargs="+", metavar="S", help="divided per channel (default 127.5)")
-    model.add_argument("--channel-order", "--channel_order", choices=("RGB", "BGR"), help="graph channel order (default RGB)")
+    model.add_argument("--channel-order", "--channel_order", choices=("RGB", "BGR"),
+                       help="graph channel order (default RGB)")
     maps = parser.add_argument_group("black-box maps (CorrRISE) for graphs without an explainer")
     maps.add_argument("--no-maps", action="store_true", help="no CorrRISE maps (and so no curves)")
-    maps.add_argument("--map-pairs", "--map_pairs", type=int, default=16, help="pairs from the top that get maps (default 16)")
+    maps.add_argument("--map-pairs", "--map_pairs", type=int, default=16,
+                      help="pairs from the top that get maps (default 16)")
     maps.add_argument("--masks", type=int, default=500, help="random masks per image (default 500, as the paper)")
     maps.add_argument("--patch-size", "--patch_size", type=int,
                       help="hidden square side in pixels (default: 30 at 112 px, scaled to the input size)")

@@ -67,7 +67,8 @@ def test_audit_plain_model_gets_black_box_maps(plain_verification_onnx, pairs_fi
     assert report["model"]["explainer"] == "corrrise" and report["model"]["facexai_export"] is True
     assert [p["has_maps"] for p in report["pairs"]] == [True, False, False, False]
     assert report["curves"]["n_images"] == 2  # only pairs with maps get curves
-    report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "none", replace(options, corrrise=None))
+    no_maps = replace(options, corrrise=None)
+    report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "none", no_maps)
     assert report["curves"] is None and report["model"]["maps"] is None
     assert "no maps were drawn" in (tmp_path / "none" / "index.html").read_text()
 

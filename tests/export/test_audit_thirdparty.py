@@ -70,7 +70,9 @@ def _torch_similarities(model: torch.nn.Module, root: Path, mean: float | list, 
     return sims
 
 
-def test_cli_audits_a_torch2onnx_file_end_to_end(arcface, arcface_onnx, png_faces: Path, tmp_path: Path, capsys) -> None:
+def test_cli_audits_a_torch2onnx_file_end_to_end(
+    arcface, arcface_onnx, png_faces: Path, tmp_path: Path, capsys
+) -> None:
     assert not onnx.load(str(arcface_onnx)).metadata_props  # no facexai metadata at all
     out = tmp_path / "report"
     args = ["--onnx", str(arcface_onnx), "--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces),
@@ -195,7 +197,8 @@ def test_dynamic_side_defaults_to_112_and_follows_the_flag(png_faces: Path, tmp_
 def test_black_box_audit_imports_no_torch(arcface_onnx, png_faces: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["--onnx", str(arcface_onnx), "--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces),
-            "--out", str(out), "--masks", "8", "--map-pairs", "1", "--curve-pairs", "1", "--steps", "2", "--no-progress"]
+            "--out", str(out), "--masks", "8", "--map-pairs", "1", "--curve-pairs", "1", "--steps", "2",
+            "--no-progress"]
     code = (
         "import sys\nfrom facexai.export.cli import audit_main\n"
         f"rc = audit_main({args!r})\n"

@@ -125,7 +125,8 @@ def test_audit_of_the_64px_exports(name: str, demo_exports, demo_module, demo_fa
     assert audit_main(args) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["input_size"] == DEMO_SIDE and report["model"]["facexai_export"] is True
-    assert report["model"]["maps"] == ("liftcam (in the graph)" if name == "liftcam" else "corrrise (black box, onnxruntime)")
+    expected_maps = "liftcam (in the graph)" if name == "liftcam" else "corrrise (black box, onnxruntime)"
+    assert report["model"]["maps"] == expected_maps
     np.testing.assert_allclose([p["similarity"] for p in report["pairs"]], _torch_similarities(demo_module, demo_faces),
                                atol=1e-4)
     assert report["curves"]["n_images"] == 4 and (out / report["pairs"][0]["image_a"]).is_file()
