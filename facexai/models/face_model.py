@@ -75,16 +75,11 @@ def load_face_model(
     if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
         raise ValueError(f"input_size must be a positive int, got {input_size!r}")
     if _is_torch_file(path):
-        model, info = _load_torch(path, input_size)
+        network, info = _load_torch(path, input_size, mean, std, channel_order)
     else:
-        model, info = _load_onnx(path, input_size, mean, std, channel_order, check_parity)
-        mean = std = channel_order = None  # already applied to the ONNX layout
-    layout = resolve_layout(info.layout, mean, std, channel_order)
-    if not layout.canonical and not isinstance(model, CanonicalInput):
-        model = CanonicalInput(model, layout)
-    model.face_model_info = FaceModelInfo(
-        info.source, str(path), info.input_size, info.embedding_size, layout, info.parity_cosine
-    )
+        network, info = _load_onnx(path, input_size, mean, std, channel_order, check_parity)
+    model = network if info.layout.canonical else CanonicalInput(network, info.layout)
+    model.face_model_info = info
     return model.eval()
 
 
@@ -96,7 +91,14 @@ def _is_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def _load_torch(path: Path, input_size: int | None) -> tuple[nn.Module, FaceModelInfo]:
+def _load_torch(
+    path: Path,
+    input_size: int | None,
+    mean: float | Sequence[float] | None,
+    std: float | Sequence[float] | None,
+    channel_order: str | None,
+) -> tuple[nn.Module, FaceModelInfo]:
+    """PyTorch files carry no layout: canonical (how arcface_torch and facexai train) unless overridden."""
     content = iresnet_state.torch_file(path)
     if not isinstance(content, dict):
         raise ValueError(f"{path} holds a {type(content).__name__}, not a state dict or Lightning checkpoint")
@@ -110,7 +112,8 @@ def _load_torch(path: Path, input_size: int | None) -> tuple[nn.Module, FaceMode
     if input_size is not None and input_size != size:
         raise ValueError(f"input_size={input_size} contradicts {path}, whose network takes {size} px")
     width = model.num_classes if source == "state_dict" else _embedding_width(model, size, path)
-    return model, FaceModelInfo(source, str(path), size, width, InputLayout(size))
+    layout = resolve_layout(InputLayout(size), mean, std, channel_order)
+    return model, FaceModelInfo(source, str(path), size, width, layout)
 
 
 def _lightning_backbone(path: Path) -> nn.Module:
@@ -123,11 +126,14 @@ def _lightning_backbone(path: Path) -> nn.Module:
 
 
 def _backbone_size(backbone: nn.Module, input_size: int | None, path: Path) -> int:
-    """Input side of a timm / IResNet backbone: ``img_size``, else timm's pretrained config."""
-    size = getattr(backbone, "img_size", None)
+    """Input side: IResNet's ``img_size``, else the caller's, else timm's pretrained config.
+
+    Only IResNets fix their side (the FC reads a fixed-size map); a timm CNN with a global pool
+    takes any size, so the caller's ``input_size`` wins over timm's ImageNet default there.
+    """
+    size = getattr(backbone, "img_size", None) or input_size
     if size is None:
-        config = getattr(backbone, "pretrained_cfg", None) or {}
-        size = (config.get("input_size") or (None,))[-1] if input_size is None else input_size
+        size = (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
     if isinstance(size, (tuple, list)):
         size = size[-1]
     if size is None:
@@ -164,24 +170,23 @@ def _load_onnx(
     if not size:
         raise ValueError(f"{path} declares no fixed input side; pass input_size")
     layout = resolve_layout(InputLayout(size, base.mean, base.std, base.channel_order), mean, std, channel_order)
-    proto = onnx_graph.with_dynamic_batch(proto)
+    proto = onnx_graph.make_batch_dynamic(proto)
     network = onnx_graph.convert(proto, path)
     faces = probe_faces(PROBE_BATCH, size)
     network, output = _canonical_graph(network, to_network_input(faces, layout), path)
-    model: nn.Module = network if layout.canonical else CanonicalInput(network, layout)
     cosine = None
     if check_parity:
         reference = onnx_graph.onnxruntime_outputs(proto, to_network_input(faces, layout), path)
         cosine = onnx_graph.parity_cosine(output, reference, path)
-    return model, FaceModelInfo("onnx", str(path), size, int(output.shape[1]), layout, cosine)
+    return network, FaceModelInfo("onnx", str(path), size, int(output.shape[1]), layout, cosine)
 
 
 @torch.no_grad()
 def _canonical_graph(network: nn.Module, inputs: Tensor, path: Path) -> tuple[nn.Module, Tensor]:
     """Canonicalise the converted graph, check it still computes the same; return its output.
 
-    The returned model's output for the probe is the canonical graph's output on the same
-    network input (a :class:`CanonicalInput` wrapper only prepares that input), so it is what the
+    ``inputs`` are the probe faces already in the file's layout, i.e. what the
+    :class:`CanonicalInput` wrapper will feed the graph, so the returned output is what the
     parity check compares with onnxruntime.
     """
     from facexai.models.loading.canonical import canonicalise

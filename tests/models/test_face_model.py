@@ -132,6 +132,14 @@ def test_state_dict_missing_a_block_tensor_is_refused(arcface, tmp_path):
         load_face_model(tmp_path / "cut.pth")
 
 
+def test_state_dict_layout_options_wrap_the_network(arcface, faces, tmp_path):
+    # a network trained on BGR pixels in [0, 255]: canonical faces must reach it converted
+    model = load_face_model(save_state_dict(arcface, tmp_path / "b.pth"), mean=0, std=1, channel_order="BGR")
+    assert isinstance(model, CanonicalInput) and isinstance(model.network, IResNet)
+    expected = _run(arcface, (faces.flip(1) * 127.5 + 127.5))
+    torch.testing.assert_close(_run(model, faces), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
 def test_state_dict_input_size_must_agree(arcface, tmp_path):
     with pytest.raises(ValueError, match="input_size=96 contradicts .* 112 px"):
         load_face_model(save_state_dict(arcface, tmp_path / "b.pth"), input_size=96)

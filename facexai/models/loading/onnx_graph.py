@@ -89,19 +89,20 @@ def default_layout(model: onnx.ModelProto, side: int | None, path: Path) -> Inpu
     return InputLayout(side or 0, (mean,) * 3, (std,) * 3, "RGB")
 
 
-def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose input and output batch dimension is symbolic (intermediate shapes re-inferred)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    initializers = {tensor.name for tensor in copy.graph.initializer}
-    for value in [*copy.graph.input, *copy.graph.output]:
+def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make the input and output batch dimension symbolic, in place (intermediate shapes re-inferred).
+
+    In place because the proto is the loader's own parsed copy and face models are hundreds of MB.
+    """
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    for value in [*model.graph.input, *model.graph.output]:
         if value.name in initializers or not value.type.tensor_type.HasField("shape"):
             continue
         dims = value.type.tensor_type.shape.dim
         if len(dims) > 0:
             dims[0].dim_param = "batch"
-    del copy.graph.value_info[:]
-    return copy
+    del model.graph.value_info[:]
+    return model
 
 
 def convert(model: onnx.ModelProto, path: Path) -> fx.GraphModule:
