@@ -235,6 +235,47 @@ def test_facexai_metadata_gives_the_layout(arcface, bgr_path, faces, tmp_path):
     assert (_run(model, faces) - original).abs().max() <= 1e-4 * original.abs().max()
 
 
+class _FromRawPixels(nn.Module):
+    """Normalises inside the graph, as mxnet-converted insightface models do."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network((pixels - 127.5) * (1 / 127.5))
+
+
+def test_insightface_convention_sub_mul_head_means_raw_pixels(arcface, faces, tmp_path):
+    path = _export(_FromRawPixels(arcface), tmp_path / "mx.onnx", face_batch(1, SIDE) * 127.5 + 127.5)
+    proto = onnx.load(str(path))
+    # insightface looks at the first 8 node names; mxnet graphs start with the normalisation
+    nodes = list(proto.graph.node)
+    head = [i for i, node in enumerate(nodes[:10]) if node.op_type in ("Constant", "Sub", "Mul")]
+    order = head + [i for i in range(len(nodes)) if i not in head]
+    copies = [onnx.NodeProto.FromString(nodes[i].SerializeToString()) for i in order]
+    del proto.graph.node[:]
+    proto.graph.node.extend(copies)
+    for node in proto.graph.node[:8]:
+        node.name = {"Sub": "_minusscalar0", "Mul": "_mulscalar0"}.get(node.op_type, node.name)
+    onnx.save(proto, str(path))
+    model = load_face_model(path)
+    assert model.face_model_info.layout.mean == (0.0,) * 3 and model.face_model_info.layout.std == (1.0,) * 3
+    original = _run(arcface, faces)
+    assert (_run(model, faces) - original).abs().max() <= 1e-4 * original.abs().max()
+
+
+def test_symbolic_input_side_needs_input_size(arcface, tmp_path):
+    path = tmp_path / "any_side.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(arcface, face_batch(1, SIDE), str(path), input_names=["data"], opset_version=11, dynamo=False,
+                          dynamic_axes={"data": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+    with pytest.raises(ValueError, match="declares no fixed input side; pass input_size"):
+        load_face_model(path)
+    assert load_face_model(path, input_size=SIDE).face_model_info.input_size == SIDE
+
+
 def test_facexai_classification_export_is_refused(onnx_path, tmp_path):
     proto = onnx.load(str(onnx_path))
     helper.set_model_props(proto, ExportMetadata(task="classification", input_size=SIDE, num_classes=EMBEDDING).to_props())
