@@ -7,6 +7,7 @@ turns a validation batch into ``(images, target)`` for an explainer, and ``expla
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ class VerificationModule(_TrainableModule):
 
     The file is read by :func:`facexai.models.load_face_model` (``pretrained_options`` are its
     keyword arguments, e.g. ``{input_size: 112, channel_order: BGR}``) and replaces the timm
-    backbone, so ``backbone``, ``weights`` and ``backbone_kwargs`` do not apply. Only the path is
+    backbone: ``backbone`` is ignored, ``backbone_kwargs`` are ignored with a warning and
+    ``weights`` is an error. Only the path is
     stored in the hyperparameters: :func:`load_module_checkpoint` re-reads that file to rebuild
     the network before loading the fine-tuned weights, so it must still exist there.
 
@@ -272,20 +274,30 @@ class VerificationModule(_TrainableModule):
 def _pretrained_backbone(
     path: str, options: dict[str, Any] | None, weights: str | None, backbone_kwargs: dict[str, Any] | None
 ) -> nn.Module:
-    """``load_face_model(path, **options)``, refusing the options that only apply to timm backbones."""
-    if weights is not None or backbone_kwargs:
-        raise ValueError("pretrained replaces the timm backbone; drop weights/backbone_kwargs or drop pretrained")
+    """``load_face_model(path, **options)``; timm-only arguments are refused or ignored.
+
+    A second weights file is an error (which one was meant is unknowable); ``backbone_kwargs``
+    only warn, so that a config written for a timm backbone (like configs/demo.yaml) can be
+    reused with ``--model.pretrained`` alone.
+    """
+    if weights is not None:
+        raise ValueError("pretrained replaces the timm backbone and its weights; drop weights or drop pretrained")
     unknown = sorted(set(options or {}) - set(PRETRAINED_OPTIONS))
     if unknown:
         raise ValueError(f"Unknown pretrained_options {unknown}. Available: {', '.join(PRETRAINED_OPTIONS)}")
-    return load_face_model(path, **(options or {}))
+    network = load_face_model(path, **(options or {}))
+    if backbone_kwargs:
+        size = network.face_model_info.input_size
+        warnings.warn(f"backbone_kwargs {backbone_kwargs} are ignored: {path} sets the network ({size} px input)", stacklevel=3)
+    return network
 
 
 def _pretrained_width(backbone: nn.Module, requested: int | None, path: str) -> int:
     width = backbone.face_model_info.embedding_size
     if requested is not None and requested != width:
         raise ValueError(
-            f"embedding_size={requested} contradicts pretrained {path!r}, which outputs {width}; omit embedding_size"
+            f"embedding_size={requested} contradicts pretrained {path!r}, which outputs {width}; "
+            "omit embedding_size (null)"
         )
     return width
 

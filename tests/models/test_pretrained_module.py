@@ -97,12 +97,18 @@ def test_checkpoint_of_a_pretrained_module_is_rebuilt_from_the_file(files, tmp_p
     [
         ({"embedding_size": 512}, f"embedding_size=512 contradicts pretrained .* which outputs {EMBEDDING}"),
         ({"pretrained_options": {"side": 112}}, r"Unknown pretrained_options \['side'\]. Available: input_size, mean"),
-        ({"weights": "w.pth"}, "pretrained replaces the timm backbone"),
+        ({"weights": "w.pth"}, "pretrained replaces the timm backbone and its weights"),
     ],
 )
 def test_conflicting_arguments(files, kwargs, message):
     with pytest.raises(ValueError, match=message):
         VerificationModule(pretrained=str(files["state_dict"]), num_identities=4, **kwargs)
+
+
+def test_timm_backbone_kwargs_are_ignored_with_a_warning(files):
+    with pytest.warns(UserWarning, match=rf"backbone_kwargs {{'img_size': 64}} are ignored: .* \({SIDE} px input\)"):
+        module = VerificationModule(pretrained=str(files["state_dict"]), num_identities=4, backbone_kwargs={"img_size": 64})
+    assert module.backbone.img_size == SIDE
 
 
 def test_pretrained_options_without_pretrained():
