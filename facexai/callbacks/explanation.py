@@ -28,7 +28,7 @@ from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
 from facexai.callbacks.config import build_explainers, check_layers, tag_label
 from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
 from facexai.callbacks.overlays import check_colormap, curves_figure, make_denormaliser, save_grid
-from facexai.callbacks.rendering import render_comparison, render_views, tensorboard_writers
+from facexai.callbacks.rendering import add_picture, render_comparison, render_views, tensorboard_writers
 from facexai.explain import ClassTarget, Explainer, SimilarityTarget
 
 
@@ -292,14 +292,13 @@ class ExplanationCallback(pl.Callback):
                 self._write_grid(trainer, f"{tag_label(compare)}/{kind}", picture)
 
     def _write_grid(self, trainer: pl.Trainer, tag: str, grid: Tensor | np.ndarray) -> None:
-        """Log one picture under ``tag`` (and save it under ``png_dir``); uint8 HWC goes in unscaled."""
-        for writer in tensorboard_writers(trainer):
-            if isinstance(grid, np.ndarray):
-                writer.add_image(tag, grid, global_step=trainer.global_step, dataformats="HWC")
-            else:
-                writer.add_image(tag, grid, global_step=trainer.global_step)
+        """Log one picture under ``tag`` (and save it under ``png_dir``): uint8 (H, W, 3) or (3, H, W) in [0, 1]."""
         if isinstance(grid, np.ndarray):
-            grid = torch.from_numpy(grid).permute(2, 0, 1).float() / 255
+            picture, grid = grid, torch.from_numpy(grid).permute(2, 0, 1).float() / 255
+        else:
+            picture = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        for writer in tensorboard_writers(trainer):
+            add_picture(writer, tag, picture, trainer.global_step)
         self.last_grids[tag] = grid
         if self.png_dir is not None:
             save_grid(grid, Path(self.png_dir) / _png_name(tag))

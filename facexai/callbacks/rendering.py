@@ -6,13 +6,16 @@ grid comparing all explainers (:func:`render_comparison`, drawn by :func:`compar
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch.nn.functional as F
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
 from facexai.callbacks.adapters import ExplanationInputs
@@ -21,7 +24,12 @@ from facexai.callbacks.metric_suite import VIEW_LABELS, View
 from facexai.callbacks.overlays import classification_rows, compose_grid, pair_rows
 from facexai.explain import ClassTarget
 
-__all__ = ["ComparisonLayout", "comparison_grid", "render_comparison", "render_views", "tensorboard_writers"]
+__all__ = ["ComparisonLayout", "add_picture", "comparison_grid", "render_comparison", "render_views", "tensorboard_writers"]
+
+#: zlib level and strategy (3 = Z_RLE) of logged PNGs: on the demo's grids ~3x faster to encode
+#: than PIL's default (level 6, default strategy) for files of the same size (155 kB per
+#: 458 x 272 grid; 46 vs 150 ms on the loaded 2-core machine)
+PNG_COMPRESSION, PNG_STRATEGY = 1, 3
 
 #: comparison-grid titles: what each pair view explains
 VIEW_TITLES = {"pos": "e+  what makes A and B match", "neg": "e-  what pushes A and B apart"}
@@ -37,6 +45,24 @@ except ImportError:
 def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
     """The ``SummaryWriter`` of every TensorBoard logger; other loggers get no images."""
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TENSORBOARD_LOGGERS)]
+
+
+def add_picture(writer: Any, tag: str, picture: np.ndarray, step: int) -> None:
+    """Log an RGB picture (H, W, 3) uint8 to a TensorBoard writer as a fast-compressed PNG.
+
+    ``SummaryWriter.add_image`` always encodes at PIL's default level; with ten grids per
+    epoch that encoding cost more than the explanations themselves. Writers without torch's
+    ``_get_file_writer`` (e.g. tensorboardX) get ``add_image``, same picture, slower.
+    """
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:
+        writer.add_image(tag, picture, global_step=step, dataformats="HWC")
+        return
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=PNG_COMPRESSION, compress_type=PNG_STRATEGY)
+    height, width = picture.shape[:2]
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def render_views(

@@ -15,7 +15,7 @@ from PIL import Image
 from facexai.callbacks import ExplanationCallback
 from facexai.callbacks.comparison import FRAMES, OUTLINE, mask_outline
 from facexai.callbacks.overlays import colormap_lut
-from facexai.callbacks.rendering import ComparisonLayout, comparison_grid
+from facexai.callbacks.rendering import ComparisonLayout, add_picture, comparison_grid
 from facexai.data.transforms import denormalise
 
 
@@ -181,3 +181,20 @@ def test_tile_size_colormap_and_switching_the_comparison_off(tmp_path: Path) -> 
     run.validate(module, datamodule, verbose=False)
     tags = set(events(run.logger.log_dir).Tags()["images"])
     assert "xai/gradcam/pairs_pos" in tags and not any("compare" in tag for tag in tags)
+
+
+def test_writers_without_torch_internals_get_the_same_picture_through_add_image() -> None:
+    """tensorboardX-like writers have no ``_get_file_writer``: the picture goes through add_image."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def add_image(self, tag: str, picture: np.ndarray, global_step: int, dataformats: str) -> None:
+            self.calls.append((tag, picture, global_step, dataformats))
+
+    picture = np.zeros((5, 7, 3), dtype=np.uint8)
+    recorder = Recorder()
+    add_picture(recorder, "xai/compare/pairs_pos", picture, 3)
+    ((tag, logged, step, formats),) = recorder.calls
+    assert (tag, step, formats) == ("xai/compare/pairs_pos", 3, "HWC") and logged is picture
