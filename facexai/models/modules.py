@@ -285,7 +285,9 @@ def _pretrained_backbone(
     unknown = sorted(set(options or {}) - set(PRETRAINED_OPTIONS))
     if unknown:
         raise ValueError(f"Unknown pretrained_options {unknown}. Available: {', '.join(PRETRAINED_OPTIONS)}")
-    network = load_face_model(path, **(options or {}))
+    # train mode like a freshly built timm backbone: Lightning keeps each module's mode at fit
+    # start, so an eval-mode backbone would be fine-tuned with frozen BatchNorm statistics
+    network = load_face_model(path, **(options or {})).train()
     if backbone_kwargs:
         size = network.face_model_info.input_size
         warnings.warn(f"backbone_kwargs {backbone_kwargs} are ignored: {path} sets the network ({size} px input)", stacklevel=3)

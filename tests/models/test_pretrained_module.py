@@ -66,6 +66,8 @@ def test_onnx_backbone_fits_validates_and_is_explained(files, tmp_path):
         callbacks=[callback],
     )  # fmt: skip
     trainer.fit(module, datamodule)
+    norms = [m for m in module.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(int(m.num_batches_tracked) == 2 for m in norms)  # trained in train mode, as native
     after = list(module.backbone.parameters())
     assert any(not torch.equal(x, y) for x, y in zip(before, after, strict=True))  # the ONNX weights were fine-tuned
     # the logged ROC AUC is the one of this network's pair scores on the validation batch
