@@ -84,6 +84,11 @@ def load_face_model(
 
 
 def _is_torch_file(path: Path) -> bool:
+    """Kind by content, since extensions vary (.pth, .pt, .ckpt, .bin, .onnx or none).
+
+    torch.save writes a zip archive (``PK``) or, in the legacy format, a pickle (``\\x80``);
+    neither byte can start an ONNX ModelProto, so everything else is parsed as ONNX.
+    """
     with path.open("rb") as handle:
         head = handle.read(4)
     if not head:
