@@ -83,6 +83,9 @@ class ExplanationCallback(pl.Callback):
         log_comparison: for face pairs also log ``xai/compare/pairs_pos`` (and ``pairs_neg``):
             every explainer side by side, mask outlines, a colour bar
             (:func:`~facexai.callbacks.rendering.comparison_grid`).
+        log_method_grids: log one grid per explainer (``xai/<explainer>/pairs_pos``, ...,
+            ``heatmaps``). For face pairs the comparison grid holds the same maps; turning these
+            off halves the pictures' drawing and PNG encoding, the largest cost after FAME.
         log_curves: log mean deletion/insertion curves as figures.
         max_time_share: warn once when explaining takes more than this share of a validation
             epoch; ``None`` never warns.
@@ -114,6 +117,7 @@ class ExplanationCallback(pl.Callback):
         tile_size: int = 112,
         log_images: bool = True,
         log_comparison: bool = True,
+        log_method_grids: bool = True,
         log_curves: bool = True,
         max_time_share: float | None = 0.15,
         png_dir: str | None = None,
@@ -133,6 +137,7 @@ class ExplanationCallback(pl.Callback):
         self.explain_all_sets = explain_all_sets
         self.colormap, self.tile_size = colormap, tile_size
         self.log_images, self.log_curves, self.log_comparison = log_images, log_curves, log_comparison
+        self.log_method_grids = log_method_grids
         self.max_time_share, self.png_dir = max_time_share, png_dir
         #: CPU maps of the last explained first batch: label -> {"maps" | "pos" | "neg": (N, H, W)}
         self.last_maps: dict[str, dict[str, Tensor]] = {}
@@ -280,7 +285,8 @@ class ExplanationCallback(pl.Callback):
         prefix = "" if stage == "val" else f"{stage}/"
         names = self.class_names or getattr(pl_module, "class_names", None)
         when = f"epoch {trainer.current_epoch}  step {trainer.global_step}"
-        for label, label_views in views.items():
+        method_views = views if self.log_method_grids else {}
+        for label, label_views in method_views.items():
             grids = render_views(inputs, label_views, self.denormalise, names, self.colormap, self.tile_size,
                                  f"{label}  {when}")  # fmt: skip
             for kind, grid in grids.items():

@@ -182,6 +182,12 @@ def test_tile_size_colormap_and_switching_the_comparison_off(tmp_path: Path) -> 
     tags = set(events(run.logger.log_dir).Tags()["images"])
     assert "xai/gradcam/pairs_pos" in tags and not any("compare" in tag for tag in tags)
 
+    only_compare = ExplanationCallback(explainers=["gradcam"], metrics=FAST_METRICS, max_samples=2,
+                                       log_method_grids=False, log_curves=False, max_time_share=None)  # fmt: skip
+    run = trainer(tmp_path / "compare_only", [only_compare])
+    run.validate(module, datamodule, verbose=False)
+    assert set(events(run.logger.log_dir).Tags()["images"]) == {"xai/compare/pairs_pos", "xai/compare/pairs_neg"}
+
 
 def test_writers_without_torch_internals_get_the_same_picture_through_add_image() -> None:
     """tensorboardX-like writers have no ``_get_file_writer``: the picture goes through add_image."""
