@@ -280,7 +280,9 @@ def gallery_picture(results: Sequence[EvaluationResult], gallery: ExplanationInp
     return comparison_grid(images_a, images_b, maps, gallery_captions(gallery, k), masks_a, masks_b, title=title)
 
 
-def write_galleries(results: Sequence[EvaluationResult], gallery: ExplanationInputs | None, out: Path) -> dict[str, Path]:
+def write_galleries(
+    results: Sequence[EvaluationResult], gallery: ExplanationInputs | None, out: Path
+) -> dict[str, Path]:
     """``gallery.png`` (e+) and ``gallery_neg.png`` (e-) for face pairs; classifier runs get none."""
     from PIL import Image
 
@@ -314,8 +316,10 @@ def html_table(results: Sequence[EvaluationResult]) -> str:
 
 
 def _figure(path: Path, out: Path, caption: str) -> str:
+    """An image with its caption, linked relative to ``out`` so the folder can be moved."""
     link = html.escape(path.relative_to(out).as_posix(), quote=True)
-    return f'<figure><img src="{link}" alt="{html.escape(caption, quote=True)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    text = html.escape(caption, quote=True)
+    return f'<figure><img src="{link}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
 def _code_spans(escaped: str) -> str:
@@ -334,11 +338,15 @@ def write_index(
     results: Sequence[EvaluationResult], paths: Mapping[str, Path], out: Path, context: Mapping[str, Any]
 ) -> Path:
     """``index.html``: table, galleries and curves with relative links; every text is escaped."""
-    galleries = [_figure(paths[key], out, GALLERY_VIEWS[key.split()[1]][1]) for key in paths if key.startswith("gallery")]
-    curves = [_figure(path, out, key) for key, path in paths.items() if key == "overlay" or key.startswith("curves")]
-    files = " · ".join(
-        f'<a href="{html.escape(paths[k].name, quote=True)}">{html.escape(paths[k].name)}</a>' for k in ("markdown", "csv", "json")
-    )
+    views = [key.split()[1] for key in paths if key.startswith("gallery")]
+    galleries = [_figure(paths[f"gallery {view}"], out, GALLERY_VIEWS[view][1]) for view in views]
+    curves = [
+        _figure(path, out, "all methods" if key == "overlay" else key.removeprefix("curves "))
+        for key, path in paths.items()
+        if key == "overlay" or key.startswith("curves")
+    ]
+    names = [html.escape(paths[key].name, quote=True) for key in ("markdown", "csv", "json")]
+    files = " · ".join(f'<a href="{name}">{name}</a>' for name in names)
     body = [
         "<h1>Explainer evaluation</h1>",
         f"<p>{_code_spans(html.escape(model_sentence(context)))}.</p>",

@@ -103,7 +103,9 @@ def cosine_similarity(model: nn.Module, face_a: Tensor, face_b: Tensor) -> float
     return float(torch.nn.functional.cosine_similarity(embeddings[:1], embeddings[1:]).item())
 
 
-def explain_both_views(explainer: Any, model: nn.Module, face_a: Tensor, face_b: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+def explain_both_views(
+    explainer: Any, model: nn.Module, face_a: Tensor, face_b: Tensor
+) -> dict[str, tuple[Tensor, Tensor]]:
     """e+ and e- maps of both sides: ``{"similar": (a, b), "dissimilar": (a, b)}`` on the CPU."""
     from facexai.explain import explain_pairs
 

@@ -97,7 +97,8 @@ def test_validate_and_test_with_pairs_only(tmp_path):
     for name in ("x", "y"):
         (tmp_path / name).mkdir()
         for i in (1, 2):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{name}_{i:04d}.jpg")
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{name}_{i:04d}.jpg")
     (tmp_path / "pairs.txt").write_text("x 1 2\ny 1 2\nx 1 y 2\nx 2 y 1\n")
     data = {"class_path": "facexai.data.FacePairsDataModule",
             "init_args": {"pairs_files": [str(tmp_path / "pairs.txt")], "pairs_root": str(tmp_path),

@@ -106,7 +106,8 @@ def _check_report(out: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("kind", ["pth", "onnx"])
 def test_evaluate_model_on_a_bin_set(data, kind, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
-    argv = ["--model", str(data[kind]), "--bin", str(data["bin"]), "--explainers", *EXPLAINERS, "--out", str(out), *FAST]
+    argv = ["--model", str(data[kind]), "--bin", str(data["bin"]), "--explainers", *EXPLAINERS,
+            "--out", str(out), *FAST]  # fmt: skip
     assert evaluate_main(argv) == 0
     _check_report(out)
     report = (out / "results.md").read_text()
