@@ -51,9 +51,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def direct_cosine(model: torch.nn.Module, path_a: Path, path_b: Path) -> float:
+def direct_cosine(model: torch.nn.Module, path_a: Path, path_b: Path, bgr: bool = False) -> float:
     """The pair's cosine computed on the third-party network itself, not through facexai's loader."""
     faces = torch.stack([normalise(load_image(path_a)), normalise(load_image(path_b))])
+    faces = faces.flip(1) if bgr else faces
     with torch.no_grad():
         emb = model.eval()(faces)
     return float(torch.nn.functional.cosine_similarity(emb[:1], emb[1:]))
@@ -88,6 +89,18 @@ def test_explain_writes_one_png_per_explainer(files, kind, tmp_path, capsys) -> 
         assert np.abs(crop - load_image(files["a"]).astype(int)).mean() < 2
 
 
+def test_layout_flags_reach_the_loader(files, tmp_path, capsys) -> None:
+    # --channel-order BGR says the network wants BGR: the printed similarity must be the network's
+    # cosine on channel-flipped faces, which differs from the RGB one on these colourful crops.
+    argv = ["--model", str(files["pth"]), str(files["a"]), str(files["b"]), "--explainers", "liftcam",
+            "--channel-order", "bgr", "--out", str(tmp_path / "out"), *QUIET]  # fmt: skip
+    assert explain_main(argv) == 0
+    similarity = float(re.search(r"similarity (-?\d+\.\d+)", capsys.readouterr().out).group(1))
+    bgr = direct_cosine(files["model"], files["a"], files["b"], bgr=True)
+    assert similarity == pytest.approx(bgr, abs=1e-3)
+    assert abs(bgr - direct_cosine(files["model"], files["a"], files["b"])) > 1e-2
+
+
 def test_other_sizes_are_resized_with_a_warning(files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["--model", str(files["pth"]), str(files["a"]), str(files["small"]), "--explainers", "liftcam",
@@ -117,10 +130,11 @@ def _bad_inputs(files: dict, tmp_path: Path) -> dict[str, tuple[list[str], str]]
         "explainer": (["--model", model, a, b, "--explainers", "liftcam", "gradkam"], "Available: "),
         "model": (["--model", str(broken_model), a, b], "broken.onnx"),
         "missing model": (["--model", str(tmp_path / "none.pth"), a, b], "none.pth"),
+        "layout": (["--model", model, a, b, "--mean", "1", "2"], "--mean takes one value or three"),
     }
 
 
-@pytest.mark.parametrize("case", ["image", "missing image", "explainer", "model", "missing model"])
+@pytest.mark.parametrize("case", ["image", "missing image", "explainer", "model", "missing model", "layout"])
 def test_bad_input_is_one_line_and_writes_nothing(files, case, tmp_path, capsys) -> None:
     argv, needle = _bad_inputs(files, tmp_path)[case]
     out = tmp_path / "out"
