@@ -141,17 +141,24 @@ def output_paths(out: Path, image_a: str, image_b: str, labels: Sequence[str]) -
     return {label: out / f"{stem}_{safe_name(label)}.png" for label in labels}
 
 
+def explain_all(
+    explainers: Mapping[str, Any], model: nn.Module, face_a: Tensor, face_b: Tensor, progress: bool
+) -> list[PairMaps]:
+    """Every explainer's e+ and e- maps, with a progress bar (FAME takes minutes on a CPU)."""
+    bar = tqdm(explainers.items(), desc="explain", disable=not progress, file=sys.stderr)
+    return [PairMaps(label, explain_both_views(explainer, model, face_a, face_b)) for label, explainer in bar]
+
+
 def explain_main(argv: Sequence[str]) -> int:
     """``facexai explain``: check inputs, explain, then write one PNG per explainer."""
     from facexai.callbacks.overlays import save_grid
     from facexai.evaluate import build_explainers, device_from_arg
+    from facexai.files import load_image
 
     args = build_parser().parse_args(list(argv))
     if args.tile_size < 8:
         raise ValueError(f"--tile-size must be at least 8, got {args.tile_size}")
     explainers = build_explainers(args.explainers, explainer_options(args.explainer_options, args.explainers))
-    from facexai.files import load_image
-
     paths_in = (args.image_a, args.image_b)
     images = [load_image(path) for path in paths_in]  # decoded before the slower model load
     device = torch.device(device_from_arg(args.device))
@@ -159,9 +166,7 @@ def explain_main(argv: Sequence[str]) -> int:
     size = model_input_size(model)
     face_a, face_b = (to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in))
     similarity = cosine_similarity(model, face_a, face_b)
-    results = []
-    for label, explainer in tqdm(explainers.items(), desc="explain", disable=args.no_progress, file=sys.stderr):
-        results.append(PairMaps(label, explain_both_views(explainer, model, face_a, face_b)))
+    results = explain_all(explainers, model, face_a, face_b, progress=not args.no_progress)
     paths = output_paths(Path(args.out), args.image_a, args.image_b, list(explainers))
     for result in results:
         save_grid(render_pair(face_a, face_b, result, similarity, args.tile_size), paths[result.label])
