@@ -23,9 +23,11 @@ from facexai.explain import liftcam  # noqa: E402,F401  isort: skip
 from facexai.explain import corrrise  # noqa: E402,F401  isort: skip
 from facexai.explain import fame  # noqa: E402,F401  isort: skip
 from facexai.explain import fgcam  # noqa: E402,F401  isort: skip
+from facexai.explain.fgcam import BatchNormMismatchWarning  # noqa: E402  isort: skip
 
 __all__ = [
     "EXPLAINERS",
+    "BatchNormMismatchWarning",
     "ClassTarget",
     "EmptyMapWarning",
     "Explainer",

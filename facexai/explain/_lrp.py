@@ -53,6 +53,15 @@ _GATE_NAMES = re.compile(r"SqueezeExcit|SEModule|SELayer|SEBlock|EcaModule|Gathe
 _PLAIN_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward)
 #: z+ of signed inputs below this fraction of layer(|x|, |W|) counts as zero (float resolution)
 ZPLUS_RESOLUTION = 1e-5
+#: a BatchNorm channel's statistics "do not match" its input when the input's batch mean is more
+#: than BN_OFFSET running standard deviations from the running mean, or its batch variance is
+#: more than BN_VARIANCE_RATIO times larger or smaller than the running variance
+BN_OFFSET = 1.0
+BN_VARIANCE_RATIO = 4.0
+#: share of mismatched channels (over all BatchNorms the walk crosses) above which FG-CAM warns:
+#: calibrated IResNets on faces measure 0.000, random running statistics 0.70-0.98 (see
+#: :func:`batchnorm_mismatch` and docs/explainers.md)
+BN_MISMATCH_SHARE = 0.25
 #: classes of ``torch.nn.modules.activation`` that are not element-wise
 _NOT_ELEMENTWISE = (
     nn.GLU,
@@ -268,9 +277,19 @@ class RelevanceTape:
         self.busy = False  # the rules' own module calls must not trigger the hooks again
         self.bounds: list[tuple[Tensor, Tensor]] = []
         self.outputs: list[Tensor] = []
+        #: per BatchNorm crossed: a bool tensor (C,), True where the channel's statistics
+        #: do not match its input (see :func:`batchnorm_mismatch`)
+        self.mismatched: list[Tensor] = []
         self.stash: dict[int, list[Tensor | None]] = defaultdict(list)
         self.activations: Tensor | None = None
         self.cam_leaf: Tensor | None = None
+
+    def mismatch_share(self) -> tuple[float, int]:
+        """(share of mismatched channels, channels checked) over the BatchNorms the walk crossed."""
+        if not self.mismatched:
+            return 0.0, 0
+        flags = torch.cat(self.mismatched)
+        return flags.float().mean().item(), flags.numel()
 
     def relevance(self, components: Tensor) -> Tensor:
         """Walk ``components`` (N, C, h, w) at the CAM layer down to ``explain_at``.
@@ -333,6 +352,8 @@ def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[Remov
 def _apply_rule(
     module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape
 ) -> Tensor | None:
+    if _has_running_stats(module) and _is_concrete(inputs):
+        tape.mismatched.append(batchnorm_mismatch(module, inputs))
     if kind == "linear":
         if inputs is tape.image:
             return zbox(module, inputs, output, tape.bounds)
@@ -340,6 +361,42 @@ def _apply_rule(
     if output.shape != inputs.shape:
         return None  # not element-wise after all: keep the ordinary gradient
     return ratio_output(output, inputs)
+
+
+def _has_running_stats(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None
+
+
+def _is_concrete(tensor: Tensor) -> bool:
+    """False while tracing (ONNX export, compile): the check below reads values into Python."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    try:
+        tensor.data_ptr()
+    except RuntimeError:  # a fake tensor
+        return False
+    return True
+
+
+def batchnorm_mismatch(module: nn.modules.batchnorm._BatchNorm, inputs: Tensor) -> Tensor:
+    """Per channel (C,): whether the BN's running statistics do not describe this batch's input.
+
+    Why FG-CAM cares: BatchNorm passes relevance through with the ratio y / x of its output to
+    its input, and the shortcut additions below it split relevance by a * g and b * g. Running
+    statistics that do not match the activations (a seeded network, or inputs normalised
+    differently from training) shift y far from x, so wherever an addition nearly cancels
+    (x close to 0, y not) the ratio amplifies the near-cancelling parts, and 1e-6 changes of the
+    input change which ones dominate the map. Offsets are measured in running standard
+    deviations, variances as a ratio: a calibrated network sees offsets well below one and
+    ratios near one on in-domain data, whatever its BN affine parameters.
+    """
+    x = inputs.detach().transpose(0, 1).flatten(1).float()  # (C, N * spatial)
+    mean, var = x.mean(dim=1), x.var(dim=1, unbiased=False)
+    running_var = module.running_var.float() + module.eps
+    offset = (mean - module.running_mean.float()).abs() / running_var.sqrt()
+    ratio = (var + module.eps) / running_var
+    limit = BN_VARIANCE_RATIO
+    return (offset > BN_OFFSET) | (ratio > limit) | (ratio < 1.0 / limit)
 
 
 def _check_map(name: str, role: str, output: object) -> Tensor:

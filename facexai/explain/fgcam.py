@@ -15,11 +15,13 @@ IResNet face backbones), because the walk is a modified gradient (see
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from facexai.explain._cam import CAMExplainer
-from facexai.explain._lrp import relevance_pass
+from facexai.explain._lrp import BN_MISMATCH_SHARE, RelevanceTape, relevance_pass
 from facexai.explain.layers import get_layer
 from facexai.explain.registry_instance import register_explainer
 from facexai.explain.scorecam import ScoreCAM
@@ -29,6 +31,14 @@ from facexai.explain.targets import Target
 BASES = ("gradcam", "scorecam")
 #: fraction of singular triplets kept by the denoising variant (paper and reference: 10 %)
 DENOISE_FRACTION = 0.1
+
+
+class BatchNormMismatchWarning(UserWarning):
+    """FG-CAM crossed BatchNorms whose running statistics do not match the activations.
+
+    FG-CAM's ratio rules divide by the pre-activation contributions; with mismatched statistics
+    its maps can change completely under imperceptible input changes (docs/explainers.md).
+    """
 
 
 @register_explainer("fgcam")
@@ -104,6 +114,7 @@ class FGCAM(CAMExplainer):
         components = weights[:, :, None, None] * activations
         if self.denoise:
             components = denoise_components(components)
+        warn_batchnorm_mismatch(tape)
         return tape.relevance(components).sum(dim=1)
 
     def channel_weights(
@@ -128,6 +139,28 @@ class FGCAM(CAMExplainer):
         except ValueError as err:
             raise ValueError(f"explain_at: {err} Use 'input' for the input image.") from None
         return self.explain_at
+
+
+def warn_batchnorm_mismatch(tape: RelevanceTape) -> None:
+    """One :class:`BatchNormMismatchWarning` per call when too many BN channels mismatch.
+
+    The share is over all channels of the BatchNorms between ``explain_at`` and the CAM layer
+    (a converted ONNX graph keeps only the BatchNorms that do not follow a convolution).
+    """
+    share, channels = tape.mismatch_share()
+    if channels == 0 or share <= BN_MISMATCH_SHARE:
+        return
+    warnings.warn(
+        f"FG-CAM: {share:.0%} of {channels} BatchNorm channels on the relevance walk have running "
+        "statistics that do not match this batch's activations (mean off by more than one "
+        "running std, or variance off by more than 4x). FG-CAM's ratio rules then divide by "
+        "near-cancelling contributions and its maps can change completely under imperceptible "
+        "input changes. Use a trained model (or calibrate BatchNorm statistics on data, "
+        "e.g. a few train-mode forward passes with momentum=None) and feed inputs normalised "
+        "as in training (Grad-CAM, which uses plain gradients, is not affected)",
+        BatchNormMismatchWarning,
+        stacklevel=4,
+    )
 
 
 def denoise_components(components: Tensor, fraction: float = DENOISE_FRACTION) -> Tensor:
