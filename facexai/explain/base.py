@@ -115,8 +115,8 @@ def warn_empty_maps(method: str, raw: Tensor) -> None:
     shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
     warnings.warn(
         f"{method}: {len(empty)} of {len(raw)} maps have no positive evidence (raw maximum <= 0) "
-        f"and are returned as all zeros, not as an explanation: samples [{shown}]. The target's "
-        "score decreases with every feature the method weighs; explain the opposite target "
+        f"and are returned as all zeros, not as an explanation: samples [{shown}]. Everything "
+        "the method weighs there lowers the target's score; explain the opposite target "
         "(e.g. mode='dissimilar' for face pairs) to see that evidence",
         EmptyMapWarning,
         stacklevel=3,

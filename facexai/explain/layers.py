@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
@@ -52,17 +54,20 @@ _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str
 
 def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
     finished: list[str] = []
+    later = _LaterFeatureMaps(model)
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             if _is_feature_map(module, output):
                 finished.append(name)
+                later.functions.clear()
 
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
+    handles += later.track_depth()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), later:
             model(images[:1])
     finally:
         for handle in handles:
@@ -72,7 +77,63 @@ def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
             f"{type(model).__name__} has no layer with a 4-D (N, C, h, w) output; "
             "CAM methods need a convolutional feature map"
         )
+    _warn_functional_tail(model, finished[-1], later.functions)
     return finished[-1]
+
+
+class _LaterFeatureMaps(TorchFunctionMode):
+    """Records functions of the model's own ``forward`` that produce a spatial 4-D map after
+    the last module with such an output finished.
+
+    A converted ONNX graph (``torch.fx.GraphModule``) computes residual additions as
+    ``operator.add`` calls in its own ``forward``, not in modules; if its last feature map is
+    such a call, no module holds it and the last module with a 4-D output lies *before* it
+    (the native network's block module would have included the addition). This is detected by
+    structure (what runs outside every sub-module), not by layer names, so it holds for any
+    model; functions inside sub-modules (a block's ``out + identity``) are covered by them.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.depth = 0  # sub-modules currently running
+        self.functions: list[str] = []
+
+    def track_depth(self) -> list:
+        """Hooks counting the running sub-modules (removed by the caller)."""
+
+        def enter(module: nn.Module, args: tuple) -> None:
+            self.depth += 1
+
+        def leave(module: nn.Module, args: tuple, output: object) -> None:
+            self.depth -= 1
+
+        subs = [m for n, m in self.model.named_modules() if n]
+        return [m.register_forward_pre_hook(enter) for m in subs] + [
+            m.register_forward_hook(leave) for m in subs
+        ]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        output = func(*args, **(kwargs or {}))
+        if self.depth == 0 and isinstance(output, Tensor) and output.dim() == 4:
+            if output.shape[-2:].numel() > 1:
+                self.functions.append(getattr(func, "__name__", repr(func)))
+        return output
+
+
+def _warn_functional_tail(model: nn.Module, layer: str, functions: list[str]) -> None:
+    """Warn when the default layer is not the model's last feature map (see above)."""
+    if not functions:
+        return
+    warnings.warn(
+        f"The last feature map of {type(model).__name__} is computed by a function outside any "
+        f"module ({', '.join(dict.fromkeys(functions))}) after the default CAM layer {layer!r}, "
+        "so hooks cannot reach it and CAM maps use the layer before it (e.g. a residual "
+        "addition of a converted ONNX graph that no module follows). Pass target_layer to "
+        "choose the layer explicitly",
+        UserWarning,
+        stacklevel=5,
+    )
 
 
 def _is_feature_map(module: nn.Module, output: object) -> bool:

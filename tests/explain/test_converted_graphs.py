@@ -115,8 +115,10 @@ def test_default_layer_is_the_converted_equivalent(networks, pairs):
     converted default is bn2's node, whose output equals the native default layer's."""
     kind, source, converted = networks
     images = torch.cat(pairs)
-    assert last_feature_layer(source, images) == NATIVE_DEFAULT[kind]
-    assert last_feature_layer(converted, images) == CONVERTED_DEFAULT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bn2 is a module: no functional tail to warn about
+        assert last_feature_layer(source, images[:1]) == NATIVE_DEFAULT[kind]
+        assert last_feature_layer(converted, images[:1]) == CONVERTED_DEFAULT
     with torch.no_grad():
         with capture_output(source, NATIVE_DEFAULT[kind]) as native:
             source(images)
@@ -152,3 +154,25 @@ def test_converted_convolutions_carry_the_folded_batchnorm(networks):
     assert convs and all(conv.bias is not None for conv in convs)
     adds = [n for n in converted.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
     assert len(adds) == sum(LAYERS)
+
+
+class AddTail(nn.Module):
+    """A network whose last feature map is a residual addition that no module follows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.branch = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        return self.fc((self.branch(x) + x).mean(dim=(2, 3)))
+
+
+def test_a_functional_last_feature_map_is_reported():
+    """Traced by fx, as a converted graph is, the addition is an ``operator.add`` node outside
+    every module: the default layer ``branch`` lies before the last feature map, and says so."""
+    graph = torch.fx.symbolic_trace(AddTail())
+    with pytest.warns(UserWarning, match=r"outside any module \(add\).*'branch'.*target_layer"):
+        assert last_feature_layer(graph, torch.randn(1, 3, 8, 8)) == "branch"
