@@ -66,6 +66,11 @@ class FGCAM(CAMExplainer):
           a block output to see the whole relevance.
         - Layers the rules do not know (gating products such as squeeze-excitation,
           weight-standardised convolutions) keep their ordinary gradient x input.
+        - The ratio rules divide by contributions that can nearly cancel; with BatchNorm running
+          statistics that do not match the activations (a seeded network, inputs normalised
+          unlike in training) maps can change completely under 1e-6 input changes. The walk
+          checks the statistics of every BatchNorm it crosses and warns
+          (:class:`BatchNormMismatchWarning`); see docs/explainers.md for the measurements.
 
     Args:
         target_layer: dotted name of the CAM layer; ``None`` picks the last feature layer.
