@@ -69,3 +69,14 @@ def test_channel_flags_follow_the_definition():
     x = torch.randn(8, 4, 16, 16, generator=generator)
     x = x * torch.tensor([1.0, 1.0, 0.25, 3.0]).view(1, 4, 1, 1) + torch.tensor([0.0, 3.0, 0.0, 0.0]).view(1, 4, 1, 1)
     assert batchnorm_mismatch(norm, x).tolist() == [False, True, True, True]
+
+
+def test_converted_graph_is_checked_on_the_batchnorms_it_keeps(calibrated, faces, tmp_path):
+    """Folding removes the BatchNorms after convolutions; the ones after additions (each block's
+    bn1 and the final bn2, 96 channels here) remain and still reveal random statistics."""
+    from facexai.models.face_model import load_face_model
+    from tests.thirdparty.arcface_torch import export_like_torch2onnx
+
+    path = export_like_torch2onnx(seeded(copy.deepcopy(calibrated), 0), tmp_path / "m.onnx", side=SIDE)
+    with pytest.warns(BatchNormMismatchWarning, match=r"of 96 BatchNorm channels"):
+        explain_pairs(create_explainer("fgcam"), load_face_model(path), *faces)
