@@ -76,13 +76,7 @@ PER_VIEW = ["deletion_auc", "insertion_auc", "average_drop", "increase_in_confid
             "average_drop_in_deletion", "pointing_game", "energy_pointing_game", "sparsity"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads contend and run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(tmp_path: Path, text: str) -> Path:

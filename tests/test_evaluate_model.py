@@ -33,13 +33,7 @@ FAST = ["--max-samples", "4", "--batch-size", "4", "--steps", "3", "--verificati
 EXPLAINERS = ["gradcam", "liftcam"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads contend and run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _faces(count: int, seed: int) -> list[np.ndarray]:

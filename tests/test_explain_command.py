@@ -26,13 +26,7 @@ QUIET = ["--no-progress", "--device", "cpu"]
 FAST_FAME = ["--explainer-options", '{"fame": {"iterations": 3}}', *QUIET]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads contend and run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,17 @@ def synthetic_face(seed: int = 3, size: int = 112) -> np.ndarray:
     identities = sample_identities(1, torch.Generator().manual_seed(seed))
     images, _ = generate_faces(torch.zeros(1, dtype=torch.long), identities, size, seed=seed)
     return images[0].permute(1, 2, 0).numpy().copy()
+
+
+def write_png_pairs(root: Path, side: int, seed: int, pairs: str) -> Path:
+    """Synthetic faces of three identities as ``root/id<k>/a.png`` and ``b.png`` plus ``pairs.txt``."""
+    from PIL import Image
+
+    identities = sample_identities(3, torch.Generator().manual_seed(seed))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    images, _ = generate_faces(labels, identities, side, seed=seed + 1)
+    for k, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+        (root / f"id{label}").mkdir(exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / f"id{label}" / ("a.png" if k % 2 == 0 else "b.png"))
+    (root / "pairs.txt").write_text(pairs)
+    return root

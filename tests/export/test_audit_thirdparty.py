@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from facexai.data.synthetic import generate_faces, sample_identities
+from export_helpers import write_png_pairs
+
 from facexai.export.audit import AuditOptions, InputOverrides, run_audit
 from facexai.export.cli import audit_main
 from facexai.files import load_image
@@ -45,15 +46,7 @@ def arcface_onnx(arcface: torch.nn.Module, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="module")
 def png_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic faces of three identities as PNG (id*/a.png, id*/b.png) and a path-form pairs file."""
-    root = tmp_path_factory.mktemp("png_faces")
-    identities = sample_identities(3, torch.Generator().manual_seed(11))
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    images, _ = generate_faces(labels, identities, SIDE, seed=12)
-    for k, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
-        (root / f"id{label}").mkdir(exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / f"id{label}" / ("a.png" if k % 2 == 0 else "b.png"))
-    (root / "pairs.txt").write_text(PAIRS)
-    return root
+    return write_png_pairs(tmp_path_factory.mktemp("png_faces"), SIDE, 11, PAIRS)
 
 
 def _torch_similarities(model: torch.nn.Module, root: Path, mean: float | list, std: float | list, bgr: bool) -> list:

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from export_helpers import save_checkpoint, seed_norms
+from export_helpers import save_checkpoint, seed_norms, write_png_pairs
 from PIL import Image
 
-from facexai.data.synthetic import generate_faces, sample_identities
 from facexai.export import export_main, read_metadata
 from facexai.export.audit import AuditOptions, CorrRiseOptions, run_audit
 from facexai.export.cli import audit_main
@@ -48,15 +47,7 @@ def demo_ckpt(demo_module: VerificationModule, tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="module")
 def demo_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SyntheticFaces images of three identities at the demo's 64 px, written to PNG."""
-    root = tmp_path_factory.mktemp("demo_faces")
-    identities = sample_identities(3, torch.Generator().manual_seed(21))
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    images, _ = generate_faces(labels, identities, DEMO_SIDE, seed=22)
-    for k, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
-        (root / f"id{label}").mkdir(exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / f"id{label}" / ("a.png" if k % 2 == 0 else "b.png"))
-    (root / "pairs.txt").write_text(PAIRS)
-    return root
+    return write_png_pairs(tmp_path_factory.mktemp("demo_faces"), DEMO_SIDE, 21, PAIRS)
 
 
 def _export(ckpt: Path, out: Path, *extra: str) -> tuple[int, str, str]:
