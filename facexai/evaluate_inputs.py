@@ -191,9 +191,15 @@ def config_inputs(args: argparse.Namespace) -> EvaluationInputs:
 
 
 def describe_module(module: nn.Module) -> str:
-    """``VerificationModule(iresnet50)``: the class and, where recorded, the backbone."""
+    """``VerificationModule(iresnet50)``: the class and, where recorded, the backbone.
+
+    A module built around a user's file (``pretrained=``) names that file: its ``backbone``
+    hyper-parameter is then the unused default.
+    """
     hparams = getattr(module, "hparams", {}) or {}
-    backbone = hparams.get("backbone") if isinstance(hparams, Mapping) else None
+    if not isinstance(hparams, Mapping):
+        return type(module).__name__
+    backbone = hparams.get("pretrained") or hparams.get("backbone")
     return f"{type(module).__name__}({backbone})" if backbone else type(module).__name__
 
 

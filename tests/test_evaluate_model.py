@@ -151,3 +151,13 @@ def test_config_and_model_options_do_not_mix(tmp_path) -> None:
         evaluate_main(["--explainers", "gradcam", *FAST])
     with pytest.raises(ValueError, match="--bin only apply with --model"):
         evaluate_main(["--config", str(tmp_path / "c.yaml"), "--bin", "a.bin", "--explainers", "gradcam", *FAST])
+
+
+def test_report_names_the_users_file_not_the_default_backbone(tmp_path: Path) -> None:
+    from facexai.evaluate_inputs import describe_module
+    from facexai.models import VerificationModule
+    from tests.thirdparty.arcface_torch import make_arcface_model, save_state_dict
+
+    path = save_state_dict(make_arcface_model(side=32), tmp_path / "backbone.pth")
+    assert describe_module(VerificationModule(pretrained=str(path), num_identities=4)) == f"VerificationModule({path})"
+    assert describe_module(VerificationModule(backbone="iresnet_mini", num_identities=4)) == "VerificationModule(iresnet_mini)"
