@@ -74,3 +74,23 @@ def write_png_pairs(root: Path, side: int, seed: int, pairs: str) -> Path:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / f"id{label}" / ("a.png" if k % 2 == 0 else "b.png"))
     (root / "pairs.txt").write_text(pairs)
     return root
+
+
+def audit_in_fresh_process(args: list[str]) -> "subprocess.CompletedProcess[str]":
+    """Run ``audit_main(args)`` in a new interpreter that fails if anything imported torch.
+
+    The audit promises to need only onnxruntime and numpy; a fresh process is the only place
+    where ``sys.modules`` shows what the audit itself imported.
+    """
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom facexai.export.cli import audit_main\n"
+        f"rc = audit_main({args!r})\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+        "sys.exit(rc)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})  # fmt: skip

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +13,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
+from export_helpers import audit_in_fresh_process
 
 from facexai.export import audit_metrics as am
 from facexai.export.audit import AuditOptions, CorrRiseOptions, run_audit
@@ -76,16 +76,10 @@ def test_audit_plain_model_gets_black_box_maps(plain_verification_onnx, pairs_fi
 def test_audit_command_imports_no_torch(gradcam_verification_export, pairs_file, faces_root, tmp_path) -> None:
     """The audit runs where torch is not even importable: the child process checks sys.modules."""
     out = tmp_path / "report"
-    code = (
-        "import sys\n"
-        "from facexai.export.cli import audit_main\n"
-        f"rc = audit_main(['--onnx', {str(gradcam_verification_export.path)!r}, '--pairs', {str(pairs_file)!r}, "
-        f"'--images-root', {str(faces_root)!r}, '--out', {str(out)!r}, '--curve-pairs', '2'])\n"
-        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
-        "sys.exit(rc)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = audit_in_fresh_process([
+        "--onnx", str(gradcam_verification_export.path), "--pairs", str(pairs_file),
+        "--images-root", str(faces_root), "--out", str(out), "--curve-pairs", "2",
+    ])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "ROC AUC" in proc.stdout and (out / "index.html").is_file()
     report = json.loads((out / "report.json").read_text())

@@ -8,9 +8,6 @@ RGB, or the flags' values), so a wrong default or a flag that is ignored shows u
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from export_helpers import write_png_pairs
+from export_helpers import audit_in_fresh_process, write_png_pairs
 
 from facexai.export.audit import AuditOptions, InputOverrides, run_audit
 from facexai.export.cli import audit_main
@@ -192,14 +189,7 @@ def test_black_box_audit_imports_no_torch(arcface_onnx, png_faces: Path, tmp_pat
     args = ["--onnx", str(arcface_onnx), "--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces),
             "--out", str(out), "--masks", "8", "--map-pairs", "1", "--curve-pairs", "1", "--steps", "2",
             "--no-progress"]
-    code = (
-        "import sys\nfrom facexai.export.cli import audit_main\n"
-        f"rc = audit_main({args!r})\n"
-        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
-        "sys.exit(rc)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = audit_in_fresh_process(args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["maps"].startswith("corrrise") and report["curves"]["n_images"] == 2
