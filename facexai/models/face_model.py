@@ -108,7 +108,7 @@ def _load_torch(
     if not isinstance(content, dict):
         raise ValueError(f"{path} holds a {type(content).__name__}, not a state dict or Lightning checkpoint")
     if "hyper_parameters" in content and "state_dict" in content:
-        model, source = _lightning_backbone(path), "lightning"
+        model, source = _lightning_backbone(content, path), "lightning"
         size = _backbone_size(model, input_size, path)
     else:
         state = content.get("state_dict_backbone", content)  # arcface_torch's resumable checkpoint
@@ -121,10 +121,11 @@ def _load_torch(
     return model, FaceModelInfo(source, str(path), size, width, layout)
 
 
-def _lightning_backbone(path: Path) -> nn.Module:
-    from facexai.models.modules import VerificationModule, load_module_checkpoint  # modules imports this file
+def _lightning_backbone(checkpoint: dict, path: Path) -> nn.Module:
+    """The explained backbone of an already loaded checkpoint (the file is not read again)."""
+    from facexai.models.modules import VerificationModule, module_from_checkpoint  # modules imports this file
 
-    module = load_module_checkpoint(path)
+    module = module_from_checkpoint(checkpoint, path)
     if not isinstance(module, VerificationModule):
         raise ValueError(f"{path} is a {type(module).__name__} checkpoint; load_face_model needs a VerificationModule")
     return module.explained_model
@@ -178,10 +179,11 @@ def _load_onnx(
     proto = onnx_graph.make_batch_dynamic(proto)
     network = onnx_graph.convert(proto, path)
     faces = probe_faces(PROBE_BATCH, size)
-    network, output = _canonical_graph(network, to_network_input(faces, layout), path)
+    inputs = to_network_input(faces, layout)
+    network, output = _canonical_graph(network, inputs, path)
     cosine = None
     if check_parity:
-        reference = onnx_graph.onnxruntime_outputs(proto, to_network_input(faces, layout), path)
+        reference = onnx_graph.onnxruntime_outputs(proto, inputs, path)
         cosine = onnx_graph.parity_cosine(output, reference, path)
     return network, FaceModelInfo("onnx", str(path), size, int(output.shape[1]), layout, cosine)
 

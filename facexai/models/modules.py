@@ -313,7 +313,11 @@ def load_module_checkpoint(path: str | Path) -> pl.LightningModule:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return module_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def module_from_checkpoint(checkpoint: object, path: str | Path) -> pl.LightningModule:
+    """The module of an already loaded Lightning checkpoint (``path`` only names it in errors)."""
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a facexai Lightning checkpoint (no hyper_parameters/state_dict)")
