@@ -390,8 +390,9 @@ def batchnorm_mismatch(module: nn.modules.batchnorm._BatchNorm, inputs: Tensor) 
     deviations, variances as a ratio: a calibrated network sees offsets well below one and
     ratios near one on in-domain data, whatever its BN affine parameters.
     """
-    x = inputs.detach().transpose(0, 1).flatten(1).float()  # (C, N * spatial)
-    mean, var = x.mean(dim=1), x.var(dim=1, unbiased=False)
+    x = inputs.detach().float()
+    # per channel over batch and spatial dims in one pass, without copying the activations
+    var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
     running_var = module.running_var.float() + module.eps
     offset = (mean - module.running_mean.float()).abs() / running_var.sqrt()
     ratio = (var + module.eps) / running_var
