@@ -16,13 +16,13 @@ import numpy as np
 def roc_auc(scores: np.ndarray, issame: np.ndarray) -> float:
     """Area under the ROC: P(genuine score > impostor score), ties counting one half."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(issame, bool)
-    ranks = _average_ranks(scores)
+    ranks = average_ranks(scores)
     n_pos, n_neg = labels.sum(), (~labels).sum()
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their mean rank (Mann-Whitney)."""
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, ties sharing their mean rank (Mann-Whitney, Spearman)."""
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values), np.float64)
     ranks[order] = np.arange(1, len(values) + 1)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facexai.export import audit_metrics as am
+
 #: patch side of the paper at 112 px; :func:`default_patch_size` scales it to other sizes
 PAPER_PATCH = 30
 PAPER_SIDE = 112
@@ -105,12 +107,7 @@ def corrrise_masks(options: CorrRiseOptions, height: int, width: int) -> np.ndar
 
 def average_ranks(scores: np.ndarray) -> np.ndarray:
     """Ranks 1..M along the last axis of (N, M), ties sharing their mean rank."""
-    ranks = np.empty(scores.shape, np.float64)
-    for row, values in enumerate(scores):
-        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-        last = np.cumsum(counts)  # rank of the last member of each tie group
-        ranks[row] = (last - (counts - 1) / 2)[inverse]
-    return ranks
+    return np.stack([am.average_ranks(values) for values in scores]).astype(np.float64, copy=False)
 
 
 def spearman_maps(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
