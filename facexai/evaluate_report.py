@@ -255,12 +255,9 @@ def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
 
 def gallery_captions(gallery: ExplanationInputs, count: int) -> list[str]:
     """"genuine | cos=0.83" per shown pair: the clean cosine of the two embeddings."""
-    outputs = gallery.outputs.detach().float().cpu()
-    n = len(outputs) // 2
-    cosine = torch.nn.functional.cosine_similarity(outputs[:count], outputs[n : n + count], dim=1).tolist()
-    issame = [None] * count if gallery.issame is None else gallery.issame[:count].tolist()
-    kinds = ["pair" if same is None else "genuine" if same else "impostor" for same in issame]
-    return [f"{kind} | cos={value:.2f}" for kind, value in zip(kinds, cosine, strict=True)]
+    from facexai.callbacks.rendering import pair_captions
+
+    return pair_captions(gallery.outputs.detach().float().cpu(), gallery.issame)[:count]
 
 
 def gallery_picture(results: Sequence[EvaluationResult], gallery: ExplanationInputs, suffix: str, title: str) -> Any:
