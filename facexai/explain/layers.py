@@ -54,18 +54,20 @@ _DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str
 
 def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
     finished: list[str] = []
-    later = _LaterFeatureMaps(model)
+    later = _LaterFeatureMaps()
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> None:
+            later.depth -= 1
             if _is_feature_map(module, output):
                 finished.append(name)
                 later.functions.clear()
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
-    handles += later.track_depth()
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_pre_hook(later.enter) for _, m in modules]
+    handles += [m.register_forward_hook(make_hook(n)) for n, m in modules]
     try:
         with torch.no_grad(), later:
             model(images[:1])
@@ -93,25 +95,14 @@ class _LaterFeatureMaps(TorchFunctionMode):
     model; functions inside sub-modules (a block's ``out + identity``) are covered by them.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.model = model
-        self.depth = 0  # sub-modules currently running
+        self.depth = 0  # sub-modules currently running (the search's forward hooks decrement it)
         self.functions: list[str] = []
 
-    def track_depth(self) -> list:
-        """Hooks counting the running sub-modules (removed by the caller)."""
-
-        def enter(module: nn.Module, args: tuple) -> None:
-            self.depth += 1
-
-        def leave(module: nn.Module, args: tuple, output: object) -> None:
-            self.depth -= 1
-
-        subs = [m for n, m in self.model.named_modules() if n]
-        return [m.register_forward_pre_hook(enter) for m in subs] + [
-            m.register_forward_hook(leave) for m in subs
-        ]
+    def enter(self, module: nn.Module, args: tuple) -> None:
+        """Forward pre-hook: one more sub-module running."""
+        self.depth += 1
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         output = func(*args, **(kwargs or {}))
