@@ -65,11 +65,8 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
 
 
 def model_input_size(model: nn.Module) -> int:
-    """The square input side the loaded model expects (``face_model_info.input_size``)."""
-    info = getattr(model, "face_model_info", None)
-    size = getattr(info, "input_size", None)
-    if isinstance(size, (tuple, list)):
-        size = size[-1]
-    if not isinstance(size, int) or size < 1:
-        raise ValueError("the loaded model does not say its input size; pass --input-size")
-    return size
+    """The square input side the loaded model expects (``face_model_info.input_size``).
+
+    ``load_face_model`` always records it as a positive int, or fails at load asking for ``input_size``.
+    """
+    return model.face_model_info.input_size
