@@ -41,7 +41,6 @@ class EvaluationInputs:
     context: dict[str, Any]
 
 
-
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a LightningCLI YAML with ``yaml.safe_load`` (plain data only, nothing executed)."""
     path = Path(path)
@@ -119,8 +118,6 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
         module.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"checkpoint {path} does not fit the model built from the config: {err}") from err
-
-
 
 
 # ----------------------------------------------------------------------------- pretrained face model
