@@ -41,16 +41,16 @@ def declared_input_size(model: Any) -> DeclaredSize | None:
     """The side ``model`` (a facexai module or a bare network) was built for, if it says."""
     hparams = getattr(model, "hparams", None) or {}
     kwargs = hparams.get("backbone_kwargs") if hasattr(hparams, "get") else None
-    if isinstance(kwargs, dict) and _side(kwargs.get("img_size")) is not None:
-        return DeclaredSize(_side(kwargs["img_size"]), "the checkpoint's backbone_kwargs.img_size", True)
+    if isinstance(kwargs, dict) and (side := _side(kwargs.get("img_size"))) is not None:
+        return DeclaredSize(side, "the checkpoint's backbone_kwargs.img_size", True)
     backbone = getattr(model, "backbone", model)
-    if _side(getattr(backbone, "img_size", None)) is not None:
-        return DeclaredSize(_side(backbone.img_size), "the backbone's img_size", True)
+    if (side := _side(getattr(backbone, "img_size", None))) is not None:
+        return DeclaredSize(side, "the backbone's img_size", True)
     for attribute in ("pretrained_cfg", "default_cfg"):
         cfg = getattr(backbone, attribute, None)
         size = cfg.get("input_size") if isinstance(cfg, dict) else None
-        if isinstance(size, (tuple, list)) and len(size) == 3 and _side(tuple(size[1:])) is not None:
-            return DeclaredSize(_side(tuple(size[1:])), f"the backbone's {attribute} input_size", False)
+        if isinstance(size, (tuple, list)) and len(size) == 3 and (side := _side(tuple(size[1:]))) is not None:
+            return DeclaredSize(side, f"the backbone's {attribute} input_size", False)
     return None
 
 
