@@ -12,7 +12,8 @@ The file kind is detected from its content, not its name: PyTorch files are zip 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,10 +75,11 @@ def load_face_model(
         raise FileNotFoundError(f"Face model file not found: {path}")
     if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
         raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+    overrides = partial(resolve_layout, mean=mean, std=std, channel_order=channel_order)
     if _is_torch_file(path):
-        network, info = _load_torch(path, input_size, mean, std, channel_order)
+        network, info = _load_torch(path, input_size, overrides)
     else:
-        network, info = _load_onnx(path, input_size, mean, std, channel_order, check_parity)
+        network, info = _load_onnx(path, input_size, overrides, check_parity)
     model = network if info.layout.canonical else CanonicalInput(network, info.layout)
     model.face_model_info = info
     return model.eval()
@@ -96,13 +98,11 @@ def _is_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def _load_torch(
-    path: Path,
-    input_size: int | None,
-    mean: float | Sequence[float] | None,
-    std: float | Sequence[float] | None,
-    channel_order: str | None,
-) -> tuple[nn.Module, FaceModelInfo]:
+#: the caller's mean / std / channel_order applied to the layout a file implies (resolve_layout)
+Overrides = Callable[[InputLayout], InputLayout]
+
+
+def _load_torch(path: Path, input_size: int | None, overrides: Overrides) -> tuple[nn.Module, FaceModelInfo]:
     """PyTorch files carry no layout: canonical (how arcface_torch and facexai train) unless overridden."""
     content = iresnet_state.torch_file(path)
     if not isinstance(content, dict):
@@ -117,7 +117,7 @@ def _load_torch(
     if input_size is not None and input_size != size:
         raise ValueError(f"input_size={input_size} contradicts {path}, whose network takes {size} px")
     width = model.num_classes if source == "state_dict" else _embedding_width(model, size, path)
-    layout = resolve_layout(InputLayout(size), mean, std, channel_order)
+    layout = overrides(InputLayout(size))
     return model, FaceModelInfo(source, str(path), size, width, layout)
 
 
@@ -157,12 +157,7 @@ def _embedding_width(model: nn.Module, size: int, path: Path) -> int:
 
 
 def _load_onnx(
-    path: Path,
-    input_size: int | None,
-    mean: float | Sequence[float] | None,
-    std: float | Sequence[float] | None,
-    channel_order: str | None,
-    check_parity: bool,
+    path: Path, input_size: int | None, overrides: Overrides, check_parity: bool
 ) -> tuple[nn.Module, FaceModelInfo]:
     from facexai.models.loading import onnx_graph  # onnx / onnx2torch load slowly: only when needed
 
@@ -175,7 +170,7 @@ def _load_onnx(
     size = input_size or side or base.size
     if not size:
         raise ValueError(f"{path} declares no fixed input side; pass input_size")
-    layout = resolve_layout(InputLayout(size, base.mean, base.std, base.channel_order), mean, std, channel_order)
+    layout = overrides(InputLayout(size, base.mean, base.std, base.channel_order))
     proto = onnx_graph.make_batch_dynamic(proto)
     network = onnx_graph.convert(proto, path)
     faces = probe_faces(PROBE_BATCH, size)
