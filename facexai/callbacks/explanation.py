@@ -307,7 +307,7 @@ class ExplanationCallback(pl.Callback):
             add_picture(writer, tag, picture, trainer.global_step)
         self.last_grids[tag] = grid
         if self.png_dir is not None:
-            save_grid(grid, Path(self.png_dir) / _png_name(tag))
+            save_grid(picture, Path(self.png_dir) / _png_name(tag))  # already uint8: no second conversion
 
     def _log_epoch_figures(
         self, trainer: pl.Trainer, curves: dict[str, dict[str, dict[str, Tensor]]], prefix: str

@@ -195,12 +195,13 @@ def curves_figure(curves: dict[str, dict[str, Tensor]], title: str = "") -> Figu
     return fig
 
 
-def save_grid(grid: Tensor, path: str | Path) -> Path:
-    """Write an image (3, H, W) in [0, 1] as a PNG, creating parent folders."""
+def save_grid(grid: Tensor | np.ndarray, path: str | Path) -> Path:
+    """Write an image (3, H, W) in [0, 1], or an already converted uint8 (H, W, 3), as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round()
-    Image.fromarray(array.astype(np.uint8)).save(path, format="PNG")
+    if isinstance(grid, Tensor):
+        grid = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(grid).save(path, format="PNG")
     return path
 
 
