@@ -29,7 +29,7 @@ from tqdm import tqdm
 from facexai.export import audit_metrics as am
 from facexai.export.audit_model import InputOverrides, OnnxFaceModel, cosine
 from facexai.export.audit_report import overlay, write_report
-from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps
+from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps, fitted_patch
 from facexai.export.pairs import Pair, load_image, read_pairs
 
 __all__ = ["AuditOptions", "OnnxFaceModel", "InputOverrides", "CorrRiseOptions", "run_audit"]
@@ -92,7 +92,7 @@ def run_audit(
     if model.explained or options.corrrise is None:
         options = replace(options, corrrise=None)
     else:
-        _check_patch(options.corrrise, model.spec.size)
+        fitted_patch(options.corrrise, model.spec.size, model.spec.size)  # refused before out is created
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     records, curves = _run_pairs(model, pairs, out, options)
@@ -241,12 +241,6 @@ def _add_curves(
         records[i]["insertion_auc"] = [float(ins_auc[k]), float(ins_auc[len(keep) + k])]
     curves["deletion"].append(deletion)
     curves["insertion"].append(insertion)
-
-
-def _check_patch(options: CorrRiseOptions, side: int) -> None:
-    patch = options.patch_for(side)
-    if patch > side:
-        raise ValueError(f"CorrRISE patch size {patch} does not fit the model's {side}x{side} input")
 
 
 def _model_summary(model: OnnxFaceModel, options: AuditOptions) -> dict[str, Any]:

@@ -89,15 +89,22 @@ def masks_from_corners(top: np.ndarray, left: np.ndarray, patch_size: int, heigh
     return (~hidden).astype(np.float32)
 
 
+def fitted_patch(options: CorrRiseOptions, height: int, width: int) -> int:
+    """The patch side used on ``height`` x ``width`` images; ``ValueError`` if it does not fit."""
+    patch = options.patch_for(min(height, width))
+    if patch > min(height, width):
+        raise ValueError(f"CorrRISE patch_size={patch} does not fit {height}x{width} images; "
+                         f"use at most {min(height, width)}")
+    return patch
+
+
 def corrrise_masks(options: CorrRiseOptions, height: int, width: int) -> np.ndarray:
     """The seeded keep-masks (n_masks, height, width) for images of that size.
 
     Raises:
         ValueError: the patch does not fit the image.
     """
-    patch = options.patch_for(min(height, width))
-    if patch > min(height, width):
-        raise ValueError(f"patch_size={patch} does not fit {height}x{width} images; use at most {min(height, width)}")
+    patch = fitted_patch(options, height, width)
     rng = np.random.default_rng(options.seed)
     shape = (options.n_masks, options.n_patches)
     top = rng.integers(0, height - patch + 1, shape)  # all rows first, then all columns
