@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from facexai.export.insightface import file_normalisation
 from facexai.export.metadata import PREFIX, ExportMetadata
 
 #: the insightface ArcFace convention for models without facexai metadata
@@ -101,7 +102,8 @@ class OnnxFaceModel:
         self.dtype = FLOAT_TYPES[image.type]
         self.fixed_batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
         declared = image.shape[2] if isinstance(image.shape[2], int) and image.shape[2] > 0 else None
-        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), declared, self.path)
+        convention = file_normalisation(self.path) if self.meta is None else (DEFAULT_MEAN, DEFAULT_STD)
+        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), declared, self.path, convention)
         self.embedding_size = self._probe()
 
     @property
@@ -256,9 +258,17 @@ def _check_signature(session: ort.InferenceSession, meta: ExportMetadata | None,
 
 
 def resolve_spec(
-    meta: ExportMetadata | None, overrides: InputOverrides, declared: int | None, path: Path
+    meta: ExportMetadata | None,
+    overrides: InputOverrides,
+    declared: int | None,
+    path: Path,
+    convention: tuple[float, float] = (DEFAULT_MEAN, DEFAULT_STD),
 ) -> InputSpec:
     """Combine the metadata (or the insightface convention), the flags and the graph's side.
+
+    ``convention`` is the (mean, std) insightface reads off a third-party graph
+    (:func:`facexai.export.insightface.insightface_normalisation`: raw pixels for graphs that
+    normalise themselves), so the audit feeds a file exactly as ``load_face_model`` does.
 
     Raises:
         ValueError: a size outside 16..1024 or different from the graph's, a bad mean/std or
@@ -268,7 +278,7 @@ def resolve_spec(
     if meta is not None:
         spec = _facexai_spec(meta, overrides, path)
     else:
-        spec = _convention_spec(overrides, declared)
+        spec = _convention_spec(overrides, declared, convention)
     if declared is not None and spec.size != declared:
         raise ValueError(
             f"input size {spec.size} does not match {path}, whose graph takes {declared}x{declared} images"
@@ -297,7 +307,7 @@ def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
     return tuple(float(v) for v in (values * 3 if len(values) == 1 else values))  # type: ignore[return-value]
 
 
-def _convention_spec(overrides: InputOverrides, declared: int | None) -> InputSpec:
+def _convention_spec(overrides: InputOverrides, declared: int | None, convention: tuple[float, float]) -> InputSpec:
     """insightface's ArcFace convention, with flags taking precedence."""
     size = overrides.input_size or declared or DEFAULT_SIZE
     if overrides.input_size:
@@ -306,8 +316,8 @@ def _convention_spec(overrides: InputOverrides, declared: int | None) -> InputSp
         how = "graph" if declared else f"default {DEFAULT_SIZE} (graph side is dynamic)"
     return InputSpec(
         size=size,
-        mean=_triple(overrides.mean if overrides.mean is not None else DEFAULT_MEAN),
-        std=_triple(overrides.std if overrides.std is not None else DEFAULT_STD),
+        mean=_triple(overrides.mean if overrides.mean is not None else convention[0]),
+        std=_triple(overrides.std if overrides.std is not None else convention[1]),
         channel_order=overrides.channel_order or "RGB",
         baseline=0.0,
         source=f"insightface convention (size from {how})",

@@ -261,6 +261,11 @@ def test_insightface_convention_sub_mul_head_means_raw_pixels(arcface, faces, tm
     onnx.save(proto, str(path))
     model = load_face_model(path)
     assert model.face_model_info.layout.mean == (0.0,) * 3 and model.face_model_info.layout.std == (1.0,) * 3
+    # the torch-free audit reads the same convention off the same file
+    from facexai.export.audit_model import OnnxFaceModel
+
+    spec = OnnxFaceModel(path).spec
+    assert spec.mean == (0.0,) * 3 and spec.std == (1.0,) * 3
     original = _run(arcface, faces)
     assert (_run(model, faces) - original).abs().max() <= 1e-4 * original.abs().max()
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from onnx2torch.node_converters import get_converter
 from torch import Tensor, fx
 
+from facexai.export.insightface import insightface_normalisation
 from facexai.export.metadata import PREFIX, ExportMetadata
 from facexai.models.loading import first_line
 from facexai.models.loading.layout import InputLayout
@@ -83,8 +84,6 @@ def default_layout(model: onnx.ModelProto, side: int | None, path: Path) -> Inpu
         mean, std = (0.0, 1.0) if raw else (meta.input_mean, meta.input_std)
         order = "BGR" if "BGR" in props.get(PREFIX + "input_layout", "") else "RGB"
         return InputLayout(meta.input_size, (mean,) * 3, (std,) * 3, order)
-    from facexai.export.onnx import insightface_normalisation  # lazy: export imports facexai.models
-
     mean, std = insightface_normalisation(model)
     return InputLayout(side or 0, (mean,) * 3, (std,) * 3, "RGB")
 
