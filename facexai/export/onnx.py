@@ -37,6 +37,7 @@ from facexai.explain import Explainer
 from facexai.export import explained as ex
 from facexai.export import parity
 from facexai.export.input_size import insightface_note, resolve_input_size
+from facexai.export.insightface import insightface_normalisation
 from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
 
 logger = logging.getLogger(__name__)
@@ -350,18 +351,6 @@ def _name_normalisation_nodes(model: onnx.ModelProto) -> None:
         if node is None:
             raise RuntimeError(f"the raw-pixel graph does not start with Sub, Mul: {[n.op_type for n in head]}")
         node.name, source = new_name, node.output[0]
-
-
-def insightface_normalisation(model: onnx.ModelProto) -> tuple[float, float]:
-    """(mean, std) that insightface's ``ArcFaceONNX`` derives from the graph's first 8 node names.
-
-    Mirrors insightface 2.1 ``model_zoo/arcface_onnx.py``: a ``Sub``/``_minus`` and a
-    ``Mul``/``_mul`` node name among the first eight nodes mean the graph normalises itself.
-    """
-    names = [node.name for node in model.graph.node[:8]]
-    has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
-    has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
-    return (0.0, 1.0) if has_sub and has_mul else (127.5, 127.5)
 
 
 def _finalise(path: Path, meta: ExportMetadata) -> None:

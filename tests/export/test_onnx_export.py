@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import facexai
 from facexai.data.transforms import normalise
 from facexai.export import export_onnx, read_metadata
-from facexai.export.onnx import file_sha256, insightface_normalisation
+from facexai.export.insightface import insightface_normalisation
+from facexai.export.onnx import file_sha256
 from facexai.export.parity import parity_images
 
 from export_helpers import CLASSIFIER_SIZE, EMBEDDING, synthetic_face
