@@ -331,7 +331,7 @@ def _facexai_spec(meta: ExportMetadata, overrides: InputOverrides, path: Path) -
     if meta.input_std == 0 or not (math.isfinite(meta.input_std) and math.isfinite(meta.input_mean)):
         raise ValueError(f"{path} has unusable facexai.input_mean/input_std {meta.input_mean}/{meta.input_std}")
     raw = meta.input_format == "raw_pixels"
-    mean, std = _triple(0.0 if raw else meta.input_mean), _triple(1.0 if raw else meta.input_std)
+    mean, std = (_triple(value) for value in meta.graph_normalisation)
     stated = {
         "input size": (overrides.input_size, meta.input_size),
         "mean": (None if overrides.mean is None else _triple(overrides.mean), mean),

@@ -85,6 +85,12 @@ class ExportMetadata:
     format_version: str = FORMAT_VERSION
 
     @property
+    def graph_normalisation(self) -> tuple[float, float]:
+        """(mean, std) a caller applies to pixels before the graph: (0, 1) when the graph takes
+        raw pixels and normalises itself, else the recorded ``input_mean``/``input_std``."""
+        return (0.0, 1.0) if self.input_format == "raw_pixels" else (self.input_mean, self.input_std)
+
+    @property
     def explained(self) -> bool:
         """Whether the graph takes a target and returns an explanation map."""
         return self.explainer is not None

@@ -80,8 +80,7 @@ def default_layout(model: onnx.ModelProto, side: int | None, path: Path) -> Inpu
         if meta.task != "verification" or meta.explained:
             kind = f"explained ({meta.explainer})" if meta.explained else meta.task
             raise ValueError(f"{path} is a facexai {kind} export; load_face_model needs a plain verification export")
-        raw = meta.input_format == "raw_pixels"
-        mean, std = (0.0, 1.0) if raw else (meta.input_mean, meta.input_std)
+        mean, std = meta.graph_normalisation
         order = "BGR" if "BGR" in props.get(PREFIX + "input_layout", "") else "RGB"
         return InputLayout(meta.input_size, (mean,) * 3, (std,) * 3, order)
     mean, std = insightface_normalisation(model)
