@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from facexai.explain import ClassTarget, SimilarityTarget, Target, pair_targets
+from facexai.explain.base import eval_mode
 
 TARGETS = ("label", "prediction")
 
@@ -176,14 +177,8 @@ class BatchAdapter:
 
 def eval_forward(model: nn.Module, images: Tensor) -> Tensor:
     """Clean outputs in eval mode and float32, every module's training flag restored."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
-            return model(images.float()).float()
-    finally:
-        for module, flag in flags:
-            module.training = flag
+    with eval_mode(model), torch.no_grad(), torch.autocast(images.device.type, enabled=False):
+        return model(images.float()).float()
 
 
 def head(batch: Any, n: int) -> Any:

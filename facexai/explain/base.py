@@ -154,7 +154,6 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     Every module's ``training`` flag is restored afterwards, also after an exception, so an
     explainer called from a training loop never leaves BatchNorm or Dropout switched.
     """
-    flags = [(module, module.training) for module in model.modules()]
     # Parameters are frozen for the call: explanations need gradients with respect to
     # activations or inputs only, and autograd then records no graph for weight gradients
     # (less memory; a last-layer CAM records nothing below its layer).
@@ -163,16 +162,30 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     try:
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
             device_type=device_type, enabled=False
-        ):
-            model.eval()
+        ), eval_mode(model):
             for param, _ in grad_flags:
                 param.requires_grad_(False)
             yield
     finally:
-        for module, flag in flags:
-            module.training = flag
         for param, flag in grad_flags:
             param.requires_grad_(flag)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the block; each module's *own* flag restored afterwards.
+
+    ``model.train(was_training)`` would not do: it sets one flag on every sub-module, so a
+    BatchNorm frozen inside a training model (fine-tuning) would come back in train mode and
+    update its statistics. The one place facexai saves and restores module modes.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
 
 
 def _device_type(model: nn.Module) -> str:

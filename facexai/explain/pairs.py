@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from facexai.explain.base import Explainer, check_images
+from facexai.explain.base import Explainer, check_images, eval_mode
 from facexai.explain.targets import SimilarityTarget
 
 
@@ -15,7 +15,7 @@ def pair_targets(
     """Stack a pair batch as [A; B] with the target "A against B's embedding, B against A's".
 
     Embeddings are computed once, in eval mode and without gradient, so the partner is frozen
-    as METHODS.md requires.
+    as METHODS.md requires; every module's own training flag is restored afterwards.
     """
     check_images(images_a)
     check_images(images_b)
@@ -23,13 +23,8 @@ def pair_targets(
         raise ValueError(
             f"pair batches must have equal shapes, got {tuple(images_a.shape)} and {tuple(images_b.shape)}"
         )
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            emb = model(torch.cat([images_a, images_b]).float())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        emb = model(torch.cat([images_a, images_b]).float())
     n = len(images_a)
     reference = torch.cat([emb[n:], emb[:n]])
     return torch.cat([images_a, images_b]), SimilarityTarget(reference, mode=mode)
