@@ -12,14 +12,17 @@ are small tensor computations on top of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 VERIFICATION_KEYS = (
     "roc_auc",
@@ -185,12 +188,22 @@ def _verification_compute(
     """Shared by the function and the Metric class, so the two cannot drift apart.
 
     With ``strict=False`` (the Metric class) data on which the metrics are undefined -- a
-    Lightning sanity check with a handful of pairs of one class -- gives NaN and a warning
-    instead of an error, so training does not stop on it.
+    Lightning sanity check with a handful of pairs of one class, or a diverged model whose
+    embeddings hold NaN -- gives NaN and a warning instead of an error, so training does not
+    stop on it.
     """
     if not scores.dtype.is_floating_point:
         scores = scores.float()
     issame = issame.long()
+    if not strict:
+        non_finite = int((~torch.isfinite(scores)).sum())
+        if non_finite:
+            # Every key depends on every score (ROC order, thresholds, folds): all are NaN.
+            rank_zero_warn(
+                f"{non_finite} of {len(scores)} pair scores are NaN or Inf; every verification "
+                "metric is NaN (the model's embeddings are not finite)"
+            )
+            return {key: scores.new_tensor(float("nan")) for key in VERIFICATION_KEYS}
     reason = None if strict else _undefined(issame)
     if reason is not None:
         rank_zero_warn(f"verification metrics are undefined for {reason}; returning NaN")
@@ -238,13 +251,53 @@ def verification_metrics(scores: Tensor, issame: Tensor, n_folds: int = 10) -> d
     return _verification_compute(scores, issame, n_folds)
 
 
+def _distributed(process_group: Any | None = None) -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(process_group) > 1
+
+
+def _in_index_order(scores: Tensor, issame: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores and labels sorted by pair index, each index kept once.
+
+    Under DDP the gathered states arrive rank by rank, each rank holding an interleaved share
+    of the pairs, and ``DistributedSampler`` pads the shares to equal length by repeating the
+    first pairs. Sorting by index restores the dataset's order (the k-fold accuracy uses
+    contiguous folds in that order) and dropping repeated indices removes the padding, so the
+    result is the one of a single process. Of repeated indices the first in gather order is
+    kept; they are the same pair and, for a deterministic model, the same score.
+
+    Raises:
+        ValueError: one index carries both labels, so it does not identify one pair.
+    """
+    order = torch.argsort(index, stable=True)
+    index, scores, issame = index[order], scores[order], issame[order]
+    first = torch.ones_like(index, dtype=torch.bool)
+    first[1:] = index[1:] != index[:-1]
+    group = torch.cumsum(first.long(), 0) - 1
+    conflict = issame != issame[first][group]
+    if conflict.any():
+        bad = int(index[conflict][0])
+        raise ValueError(
+            f"pair index {bad} was given for both a genuine and an impostor pair; the index must "
+            "identify one pair of one verification set (its position in the dataset)"
+        )
+    return scores[first], issame[first]
+
+
 class PairVerificationMetrics(Metric):
     """Accumulates pair scores and labels; ``compute()`` returns :func:`verification_metrics`.
 
     Thresholds (EER, fold thresholds) are dataset-level, so all scores are kept ("cat" states)
     and gathered across processes before computing. Where the metrics are undefined (one class
-    only) ``compute()`` warns and returns NaN for every key (fewer pairs than folds: NaN accuracy) instead of
-    raising, so a Lightning sanity check on two tiny batches cannot stop training.
+    only, or a NaN/Inf score) ``compute()`` warns and returns NaN for every key (fewer pairs
+    than folds: NaN accuracy) instead of raising, so a Lightning sanity check on two tiny
+    batches or a diverged model cannot stop training.
+
+    The k-fold accuracy depends on the pair order (contiguous folds). Pass each pair's position
+    in its dataset as ``index`` to ``update`` and ``compute()`` orders the pairs by it and drops
+    repeated indices (``DistributedSampler``'s padding), so the result is the same on 1 and N
+    processes. Without an index the order is the order of the updates, which under DDP is the
+    gather order (rank by rank); ``compute()`` then warns once.
 
     Args:
         n_folds: folds of the LFW-style accuracy.
@@ -256,6 +309,13 @@ class PairVerificationMetrics(Metric):
     higher_is_better = None  # a dict: AUC/TAR/accuracy higher, EER lower
     scores: list[Tensor]
     issame: list[Tensor]
+    index: list[Tensor]
+    #: dtypes of the "cat" states, for processes that saw no pair (see ``_sync_dist``)
+    _STATE_DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        "scores": torch.float32,
+        "issame": torch.long,
+        "index": torch.long,
+    }
 
     def __init__(self, n_folds: int = 10, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -265,23 +325,69 @@ class PairVerificationMetrics(Metric):
         self.settings = {"n_folds": n_folds}
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("issame", default=[], dist_reduce_fx="cat")
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+        self._warned_order = False
 
     @property
     def log_name(self) -> str:
         """Name for logging that carries the settings: ``pair_verification_n_folds-10``."""
         return f"{self.key}_n_folds-{self.n_folds}"
 
-    def update(self, scores: Tensor, issame: Tensor) -> None:
-        """Add pair similarities (N,) and genuine/impostor labels (N,)."""
+    def update(self, scores: Tensor, issame: Tensor, index: Tensor | None = None) -> None:
+        """Add pair similarities (N,), genuine/impostor labels (N,) and optionally pair indices (N,).
+
+        ``index`` is each pair's position in its dataset; give it for every batch or for none
+        (a mix would leave some pairs without a place in the order).
+        """
         if scores.dim() != 1 or issame.shape != scores.shape:
             raise ValueError(
                 f"scores and issame must both be 1-D with one entry per pair, got shapes "
                 f"{tuple(scores.shape)} and {tuple(issame.shape)}"
             )
+        if index is not None and (index.shape != scores.shape or index.dtype.is_floating_point):
+            raise ValueError(
+                f"index must hold one integer pair index per score ({len(scores)},), got "
+                f"{tuple(index.shape)} {index.dtype}"
+            )
+        if len(self.scores) and (index is not None) != (len(self.index) > 0):
+            raise ValueError(
+                "give the pair index for every batch or none: some batches had one and this one "
+                + ("has" if index is not None else "has not")
+            )
         self.scores.append(scores.detach().float())
         self.issame.append(issame.detach().long())
+        if index is not None:
+            self.index.append(index.detach().long())
 
     def compute(self) -> dict[str, Tensor]:
-        """Verification metrics over every pair seen (on all processes)."""
+        """Verification metrics over every pair seen (on all processes), in pair-index order."""
         scores, issame = dim_zero_cat(self.scores), dim_zero_cat(self.issame)
+        index = dim_zero_cat(self.index) if len(self.index) else None
+        if index is not None and len(index):
+            if len(index) != len(scores):
+                raise ValueError(
+                    f"{len(index)} pair indices for {len(scores)} scores: some processes gave the "
+                    "pair index and others did not"
+                )
+            scores, issame = _in_index_order(scores, issame, index)
+        elif self._to_sync and _distributed(self.process_group) and not self._warned_order:
+            self._warned_order = True
+            rank_zero_warn(
+                f"{type(self).__name__}: no pair index was given, so the {self.n_folds}-fold accuracy "
+                "uses the gather order (rank by rank, with the sampler's padding), and its folds "
+                "depend on the number of processes; pass update(..., index=pair positions)"
+            )
         return _verification_compute(scores, issame, self.n_folds, strict=False)
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        """Gather the states; a process that saw no pair sends empty tensors of the right dtype.
+
+        torchmetrics sends an empty list state as an empty float32 tensor, but all_gather needs
+        the dtype the other processes send (int64 labels and indices), so a rank whose share of
+        the data was empty would make the gather fail instead of contributing nothing.
+        """
+        for name, dtype in self._STATE_DTYPES.items():
+            state = getattr(self, name)
+            if isinstance(state, list) and not state:
+                setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
+        super()._sync_dist(dist_sync_fn, process_group)

@@ -164,3 +164,81 @@ def test_metric_class_with_fewer_pairs_than_folds_keeps_roc_numbers():
     assert values["roc_auc"].item() == 1.0  # every genuine score above every impostor score
     assert values["eer"].item() == 0.0
     assert torch.isnan(values["accuracy"])
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+
+def test_metric_class_returns_nan_and_warns_for_non_finite_scores() -> None:
+    # A diverged model (NaN embeddings) must not stop training at the validation epoch end:
+    # every key depends on every score (ROC, thresholds, folds), so every key is NaN.
+    scores = SCORES.clone()
+    scores[2], scores[5] = float("nan"), float("inf")
+    metric = PairVerificationMetrics(n_folds=4)
+    metric.update(scores, ISSAME)
+    with pytest.warns(UserWarning, match="2 of 8 pair scores are NaN or Inf"):
+        out = metric.compute()
+    assert tuple(out) == VERIFICATION_KEYS
+    assert all(torch.isnan(v) for v in out.values())
+    # the function twin keeps raising: a caller passing NaN by hand wants to know
+    with pytest.raises(ValueError, match="NaN"):
+        verification_metrics(scores, ISSAME, n_folds=4)
+
+
+def _sharded_like_distributed_sampler(n: int, world: int) -> list[torch.Tensor]:
+    """Pair indices per rank as DistributedSampler(shuffle=False) gives them, padding included."""
+    from torch.utils.data import DistributedSampler
+
+    return [
+        torch.tensor(list(DistributedSampler(range(n), num_replicas=world, rank=r, shuffle=False)))
+        for r in range(world)
+    ]
+
+
+def _fold_sensitive_pairs(n: int = 41) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    issame = (torch.rand(n, generator=gen) < 0.5).long()
+    return torch.randn(n, generator=gen) + 0.8 * issame, issame
+
+
+def test_index_restores_pair_order_and_drops_sampler_padding() -> None:
+    # 41 pairs on 3 "ranks": DistributedSampler interleaves (rank r gets r, r + 3, ...) and pads
+    # to 42 with pair 0 again. The gathered states arrive rank by rank; with the index the
+    # metric must equal the metric of the pairs in their given order (its 10 contiguous folds).
+    scores, issame = _fold_sensitive_pairs()
+    expected = verification_metrics(scores, issame, n_folds=10)
+    shards = _sharded_like_distributed_sampler(len(scores), world=3)
+    assert sum(len(s) for s in shards) == 42  # one padded duplicate
+    gathered = torch.cat(shards)
+    metric = PairVerificationMetrics(n_folds=10)
+    for part in gathered.split(4):
+        metric.update(scores[part], issame[part], index=part)
+    got = metric.compute()
+    for key in VERIFICATION_KEYS:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    # the data are fold-sensitive: gather order without the index gives another accuracy
+    unordered = PairVerificationMetrics(n_folds=10)
+    unordered.update(scores[gathered[:41]], issame[gathered[:41]])
+    assert unordered.compute()["accuracy"] != expected["accuracy"]
+
+
+def test_index_duplicates_with_different_labels_raise() -> None:
+    metric = PairVerificationMetrics(n_folds=2)
+    metric.update(SCORES[:4], ISSAME[:4], index=torch.arange(4))
+    metric.update(SCORES[4:], ISSAME[4:], index=torch.tensor([4, 5, 6, 1]))  # pair 1: genuine, now impostor
+    with pytest.raises(ValueError, match="index 1 was given for both a genuine and an impostor pair"):
+        metric.compute()
+
+
+@pytest.mark.parametrize("first_with_index", [True, False])
+def test_index_on_some_batches_only_raises(first_with_index: bool) -> None:
+    metric = PairVerificationMetrics(n_folds=2)
+    metric.update(SCORES[:4], ISSAME[:4], index=torch.arange(4) if first_with_index else None)
+    with pytest.raises(ValueError, match="every batch or none"):
+        metric.update(SCORES[4:], ISSAME[4:], index=None if first_with_index else torch.arange(4, 8))
+
+
+def test_index_must_match_scores() -> None:
+    metric = PairVerificationMetrics(n_folds=2)
+    with pytest.raises(ValueError, match="index"):
+        metric.update(SCORES, ISSAME, index=torch.arange(7))
