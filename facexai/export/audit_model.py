@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facexai.export.insightface import file_normalisation
-from facexai.export.metadata import PREFIX, ExportMetadata
+from facexai.export.metadata import PREFIX, ExportMetadata, MetadataError, first_line
 
 #: the insightface ArcFace convention for models without facexai metadata
 DEFAULT_MEAN = 127.5
@@ -37,6 +37,12 @@ FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
 #: onnxruntime log level "error": hides the warning that arcface_torch's exports trigger on every
 #: batch (their output is declared with batch 1 while the input batch is dynamic)
 ORT_LOG_ERROR = 3
+
+
+class AuditModelError(ValueError):
+    """The ONNX file cannot be audited as given: unloadable or failing in onnxruntime, not a face
+    embedding graph, facexai metadata that is malformed or contradicts the graph, or flags that
+    would feed it wrongly. One line naming the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,8 @@ class OnnxFaceModel:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not loadable or runnable, not a face-embedding graph, or flags/metadata that
-            would feed it wrongly (one line naming the problem).
+        AuditModelError: not loadable or runnable, not a face-embedding graph, or flags/metadata
+            that would feed it wrongly (one line naming the problem).
     """
 
     def __init__(self, path: str | Path, overrides: InputOverrides | None = None) -> None:
@@ -100,11 +106,15 @@ class OnnxFaceModel:
         image, output = _check_signature(self.session, self.meta, self.path)
         self.input_name, self.output_name = image.name, output.name
         self.dtype = FLOAT_TYPES[image.type]
-        self.fixed_batch = image.shape[0] if isinstance(image.shape[0], int) and image.shape[0] > 0 else None
-        declared = image.shape[2] if isinstance(image.shape[2], int) and image.shape[2] > 0 else None
-        convention = file_normalisation(self.path) if self.meta is None else (DEFAULT_MEAN, DEFAULT_STD)
-        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), declared, self.path, convention)
+        self.fixed_batch = _fixed(image.shape[0])
+        convention = _convention(self.path) if self.meta is None else (DEFAULT_MEAN, DEFAULT_STD)
+        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), _fixed(image.shape[2]), self.path, convention)
         self.embedding_size = self._probe()
+        if self.meta is not None and self.meta.embedding_size != self.embedding_size:
+            raise AuditModelError(
+                f"{self.path} has facexai.embedding_size={self.meta.embedding_size} but its graph returns "
+                f"{self.embedding_size}-wide embeddings"
+            )
 
     @property
     def explained(self) -> bool:
@@ -162,12 +172,11 @@ class OnnxFaceModel:
         """Run a zero batch of two: catches graphs that load but cannot run; returns D."""
         inputs = np.zeros((2, 3, self.spec.size, self.spec.size), self.dtype)
         feeds = {self.input_name: inputs}
-        if self.explained:
-            width = self.meta.embedding_size or 1
-            feeds[self.meta.input_names[1]] = np.zeros((2, width), np.float32)
+        if self.explained:  # embedding_size: required by the metadata reader, checked against the graph
+            feeds[self.meta.input_names[1]] = np.zeros((2, self.meta.embedding_size), np.float32)
         output = self._run([self.output_name], feeds)[0]
         if output.ndim != 2 or output.shape[0] != 2:
-            raise ValueError(
+            raise AuditModelError(
                 f"{self.path}: output {self.output_name!r} has shape {output.shape} for a batch of 2 images; "
                 "a face-embedding model returns (N, D)"
             )
@@ -183,7 +192,7 @@ class OnnxFaceModel:
             try:
                 result = self.session.run(outputs, chunk)
             except Exception as err:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException
-                raise ValueError(f"onnxruntime could not run {self.path}: {_first_line(err)}") from err
+                raise AuditModelError(f"onnxruntime could not run {self.path}: {first_line(err)}") from err
             parts.append([r[: min(step, n - start)] for r in result])
         return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 
@@ -202,9 +211,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / norms
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+def _fixed(dim: object) -> int | None:
+    """A graph dimension that is a positive integer, else ``None`` (symbolic or unknown)."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _convention(path: Path) -> tuple[float, float]:
+    """insightface's normalisation of a third-party file; a file onnx cannot parse is refused."""
+    try:
+        return file_normalisation(path)
+    except Exception as err:  # protobuf's DecodeError and onnx's own errors share no base but Exception
+        raise AuditModelError(f"{path} is not a readable ONNX model: {first_line(err)}") from err
 
 
 def _open_session(path: Path) -> ort.InferenceSession:
@@ -213,16 +230,19 @@ def _open_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime has its own exception types (Fail, InvalidGraph, ...)
-        raise ValueError(f"{path} is not a loadable ONNX model: {_first_line(err)}") from err
+        raise AuditModelError(f"{path} is not a loadable ONNX model: {first_line(err)}") from err
 
 
 def _facexai_metadata(props: dict[str, str], path: Path) -> ExportMetadata | None:
     """The facexai contract when the file has any ``facexai.`` key (then it must be complete)."""
     if not any(key.startswith(PREFIX) for key in props):
         return None
-    meta = ExportMetadata.from_props(props, str(path))
+    try:
+        meta = ExportMetadata.from_props(props, str(path))
+    except MetadataError as err:
+        raise AuditModelError(str(err)) from err
     if meta.task != "verification":
-        raise ValueError(
+        raise AuditModelError(
             f"{path} is a facexai {meta.task} model; the audit evaluates face verification pairs and "
             "needs a model exported from a VerificationModule"
         )
@@ -234,27 +254,54 @@ def _check_signature(session: ort.InferenceSession, meta: ExportMetadata | None,
     inputs, outputs = session.get_inputs(), session.get_outputs()
     expected = (len(meta.input_names), len(meta.output_names)) if meta is not None else (1, 1)
     if (len(inputs), len(outputs)) != expected:
-        raise ValueError(
+        raise AuditModelError(
             f"{path} has {len(inputs)} input(s) and {len(outputs)} output(s); "
             f"a face-embedding model has {expected[0]} and {expected[1]} "
             "(one image batch (N, 3, S, S) in, one embedding (N, D) out)"
         )
+    if meta is not None:
+        _check_names(meta, [i.name for i in inputs], [o.name for o in outputs], path)
+        _check_widths(meta, inputs[1:] + outputs[:1], path)
     image, output = inputs[0], outputs[0]
     shape = list(image.shape or [])
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if len(shape) != 4 or fixed[1] not in (None, 3) or (fixed[2] and fixed[3] and fixed[2] != fixed[3]):
-        raise ValueError(
+        raise AuditModelError(
             f"{path}: input {image.name!r} has shape {shape}; the audit needs a batch of square RGB "
             "images (N, 3, S, S)"
         )
     if image.type not in FLOAT_TYPES:
-        raise ValueError(f"{path}: input {image.name!r} is {image.type}; the audit feeds float images")
+        raise AuditModelError(f"{path}: input {image.name!r} is {image.type}; the audit feeds float images")
     if output.shape is not None and len(output.shape) != 2:
-        raise ValueError(
+        raise AuditModelError(
             f"{path}: output {output.name!r} has shape {list(output.shape)}; a face-embedding model "
             "returns (N, D) embeddings"
         )
     return image, output
+
+
+def _check_names(meta: ExportMetadata, inputs: list[str], outputs: list[str], path: Path) -> None:
+    """The metadata's input and output names must be the graph's (the audit feeds by name)."""
+    for key, declared, actual in (("input_names", meta.input_names, inputs), ("output_names", meta.output_names, outputs)):
+        if list(declared) != actual:
+            raise AuditModelError(
+                f"{path} has facexai.{key} {list(declared)} but its graph has {actual}"
+            )
+
+
+def _check_widths(meta: ExportMetadata, values: list[Any], path: Path) -> None:
+    """facexai.embedding_size against the fixed width of the target input and the embedding output.
+
+    Checked before the probe batch, which feeds an explained graph a target of that width.
+    """
+    for value in values:
+        shape = list(value.shape or [])
+        width = _fixed(shape[1]) if len(shape) == 2 else None
+        if width is not None and width != meta.embedding_size:
+            raise AuditModelError(
+                f"{path} has facexai.embedding_size={meta.embedding_size} but its graph's {value.name!r} is "
+                f"{width} wide"
+            )
 
 
 def resolve_spec(
@@ -271,8 +318,8 @@ def resolve_spec(
     normalise themselves), so the audit feeds a file exactly as ``load_face_model`` does.
 
     Raises:
-        ValueError: a size outside 16..1024 or different from the graph's, a bad mean/std or
-            channel order, or a flag contradicting facexai metadata.
+        AuditModelError: a size outside 16..1024 or different from the graph's, a bad mean/std
+            or channel order, or a flag contradicting facexai metadata.
     """
     _check_overrides(overrides)
     if meta is not None:
@@ -280,7 +327,11 @@ def resolve_spec(
     else:
         spec = _convention_spec(overrides, declared, convention)
     if declared is not None and spec.size != declared:
-        raise ValueError(
+        if meta is not None and overrides.input_size is None:  # the metadata lies about the graph
+            raise AuditModelError(
+                f"{path} has facexai.input_size={spec.size}, but its graph takes {declared}x{declared} images"
+            )
+        raise AuditModelError(
             f"input size {spec.size} does not match {path}, whose graph takes {declared}x{declared} images"
         )
     return spec
@@ -289,17 +340,17 @@ def resolve_spec(
 def _check_overrides(overrides: InputOverrides) -> None:
     size = overrides.input_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE):
-        raise ValueError(f"input size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got {size!r}")
+        raise AuditModelError(f"input size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got {size!r}")
     for name in ("mean", "std"):
         values = getattr(overrides, name)
         if values is None:
             continue
         if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{name} must be one finite number or three (one per channel), got {list(values)}")
+            raise AuditModelError(f"{name} must be one finite number or three (one per channel), got {list(values)}")
     if overrides.std is not None and any(v == 0 for v in overrides.std):
-        raise ValueError(f"std must be nonzero (inputs are divided by it), got {list(overrides.std)}")
+        raise AuditModelError(f"std must be nonzero (inputs are divided by it), got {list(overrides.std)}")
     if overrides.channel_order is not None and overrides.channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"channel order must be RGB or BGR, got {overrides.channel_order!r}")
+        raise AuditModelError(f"channel order must be RGB or BGR, got {overrides.channel_order!r}")
 
 
 def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
@@ -325,11 +376,10 @@ def _convention_spec(overrides: InputOverrides, declared: int | None, convention
 
 
 def _facexai_spec(meta: ExportMetadata, overrides: InputOverrides, path: Path) -> InputSpec:
-    """The metadata's contract; flags that restate it are fine, flags that contradict it are refused."""
-    if not MIN_SIZE <= meta.input_size <= MAX_SIZE:
-        raise ValueError(f"{path} has facexai.input_size={meta.input_size}; expected {MIN_SIZE} to {MAX_SIZE} pixels")
-    if meta.input_std == 0 or not (math.isfinite(meta.input_std) and math.isfinite(meta.input_mean)):
-        raise ValueError(f"{path} has unusable facexai.input_mean/input_std {meta.input_mean}/{meta.input_std}")
+    """The metadata's contract; flags that restate it are fine, flags that contradict it are refused.
+
+    Sizes, means and stds were range-checked by :meth:`ExportMetadata.from_props`.
+    """
     raw = meta.input_format == "raw_pixels"
     mean, std = (_triple(value) for value in meta.graph_normalisation)
     stated = {
@@ -341,7 +391,7 @@ def _facexai_spec(meta: ExportMetadata, overrides: InputOverrides, path: Path) -
     for name, (flag, contract) in stated.items():
         if flag is not None and flag != contract:
             raw_note = " (its graph normalises raw pixels itself)" if raw and name in ("mean", "std") else ""
-            raise ValueError(
+            raise AuditModelError(
                 f"--{name.replace(' ', '-')} {flag} contradicts the facexai metadata of {path}, "
                 f"which says {contract}{raw_note}"
             )

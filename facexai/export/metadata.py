@@ -11,10 +11,13 @@ through onnxruntime without importing torch.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from facexai.export.input_size import MAX_SIZE, MIN_SIZE
 
 PREFIX = "facexai."
 #: bumped when the meaning of a key changes, so old readers can refuse new files
@@ -35,6 +38,14 @@ REQUIRED_KEYS = (
     "input_names",
     "output_names",
 )
+#: widest output a file may declare (embeddings are 128..2048 wide; ImageNet-21k has 21,843 classes)
+MAX_WIDTH = 1_000_000
+#: longest JSON value read (class names of a large classifier fit; a hostile megabyte does not)
+MAX_JSON_CHARS = 4_000_000
+
+
+class MetadataError(ValueError):
+    """An ONNX file whose facexai metadata is missing, malformed or out of range (names the key)."""
 
 
 @dataclass(frozen=True)
@@ -122,17 +133,25 @@ class ExportMetadata:
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "the ONNX file") -> "ExportMetadata":
-        """Parse ``metadata_props``; raise ``ValueError`` naming missing keys for foreign files."""
+        """Parse and check ``metadata_props``.
+
+        Every value is checked for type and range here, once, so that no consumer (the audit,
+        ``load_face_model``) feeds a graph from a value nobody validated.
+
+        Raises:
+            MetadataError: missing keys (named), another format version, or a malformed or
+                out-of-range value (the key and value are named).
+        """
         values = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
         missing = [PREFIX + k for k in REQUIRED_KEYS if k not in values]
         if missing:
-            raise ValueError(
+            raise MetadataError(
                 f"{source} is not a facexai export: its ONNX metadata lacks {', '.join(missing)}. "
                 "Expected the metadata_props written by `python -m facexai export` "
                 f"({', '.join(PREFIX + k for k in REQUIRED_KEYS)})"
             )
         if values["format_version"] != FORMAT_VERSION:
-            raise ValueError(
+            raise MetadataError(
                 f"{source} uses facexai metadata format {values['format_version']!r}; this facexai "
                 f"reads format {FORMAT_VERSION!r}. Re-export the model with this version"
             )
@@ -140,30 +159,114 @@ class ExportMetadata:
 
 
 def _parse_values(values: dict[str, str], source: str) -> dict[str, Any]:
-    try:
-        class_names = values.get("class_names") or None
-        return {
-            "task": _choice(values["task"], TASKS, "task", source),
-            "input_size": int(values["input_size"]),
-            "input_format": _choice(values["input_format"], INPUT_FORMATS, "input_format", source),
-            "input_mean": float(values["input_mean"]),
-            "input_std": float(values["input_std"]),
-            "input_names": tuple(json.loads(values["input_names"])),
-            "output_names": tuple(json.loads(values["output_names"])),
-            "version": values["version"],
-            "embedding_size": _int_or_none(values.get("embedding_size")),
-            "class_names": None if class_names is None else tuple(json.loads(class_names)),
-            "num_classes": _int_or_none(values.get("num_classes")),
-            "explainer": values.get("explainer") or None,
-            "explainer_options": json.loads(values.get("explainer_options") or "{}"),
-            "source_sha256": values.get("source_sha256") or None,
-            "parity_max_abs_diff": _float_or_none(values.get("parity_max_abs_diff")),
-            "parity_noise_floor": _float_or_none(values.get("parity_noise_floor")),
-            "notes": tuple(str(n) for n in json.loads(values.get("notes") or "[]")),
-            "format_version": values["format_version"],
-        }
-    except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{source} has malformed facexai metadata: {err}") from err
+    """Each value parsed and checked for its type and range; the first bad one is named."""
+    task = _choice(values["task"], TASKS, "task", source)
+    explainer = values.get("explainer") or None
+    width_key = "embedding_size" if task == "verification" else "num_classes"
+    if (task == "verification" or explainer is not None) and not values.get(width_key):
+        raise MetadataError(
+            f"{source} is not a complete facexai export: its ONNX metadata lacks {PREFIX}{width_key} "
+            f"(the output width every facexai {task} export records)"
+        )
+    read = _Reader(values, source)
+    class_names = read.names("class_names", 0, None, optional=True)
+    return {
+        "task": task,
+        "input_size": read.integer("input_size", MIN_SIZE, MAX_SIZE),
+        "input_format": _choice(values["input_format"], INPUT_FORMATS, "input_format", source),
+        "input_mean": read.number("input_mean", 0.0, 255.0, "a pixel value from 0 to 255"),
+        "input_std": read.number("input_std", 0.0, math.inf, "a positive finite number", open_low=True),
+        "input_names": read.names("input_names", 1, 2),
+        "output_names": read.names("output_names", 1, 3),
+        "version": values["version"],
+        "embedding_size": read.integer("embedding_size", 1, MAX_WIDTH, optional=True),
+        "class_names": class_names,
+        "num_classes": read.integer("num_classes", 1, MAX_WIDTH, optional=True),
+        "explainer": explainer,
+        "explainer_options": read.json_object("explainer_options"),
+        "source_sha256": values.get("source_sha256") or None,
+        "parity_max_abs_diff": read.number("parity_max_abs_diff", 0.0, math.inf, "a finite number >= 0",
+                                           optional=True),
+        "parity_noise_floor": read.number("parity_noise_floor", 0.0, math.inf, "a finite number >= 0",
+                                          optional=True),
+        "notes": read.names("notes", 0, None, optional=True) or (),
+        "format_version": values["format_version"],
+    }
+
+
+class _Reader:
+    """Parses one ``facexai.<key>`` value at a time; every failure is a :class:`MetadataError` naming it.
+
+    Written for files from anywhere: long or deeply nested JSON (``json`` recurses per level and
+    raises ``RecursionError``), NaN, infinities, huge integers and values of the wrong JSON type
+    are all refused, never passed on to the code that feeds the graph.
+    """
+
+    def __init__(self, values: dict[str, str], source: str) -> None:
+        self.values, self.source = values, source
+
+    def refuse(self, key: str, expected: str) -> MetadataError:
+        """The error for ``key``: its (shortened) value and what was expected."""
+        shown = self.values.get(key, "")
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        return MetadataError(f"{self.source} has {PREFIX}{key}={shown!r}; expected {expected}")
+
+    def integer(self, key: str, low: int, high: int, optional: bool = False) -> int | None:
+        """An integer from ``low`` to ``high`` (``None`` when optional and empty)."""
+        text = self.values.get(key) or ""
+        if optional and not text:
+            return None
+        expected = f"an integer from {low} to {high}"
+        if len(text) > 20 or not text.strip().lstrip("+-").isdigit():
+            raise self.refuse(key, expected)
+        value = int(text)
+        if not low <= value <= high:
+            raise MetadataError(f"{self.source} has {PREFIX}{key}={value}; expected {expected}")
+        return value
+
+    def number(self, key: str, low: float, high: float, expected: str, optional: bool = False,
+               open_low: bool = False) -> float | None:
+        """A finite float in [low, high] (or (low, high] with ``open_low``)."""
+        text = self.values.get(key) or ""
+        if optional and not text:
+            return None
+        try:
+            value = float(text) if len(text) <= 64 else math.nan
+        except ValueError:
+            raise self.refuse(key, expected) from None
+        if not (math.isfinite(value) and (low < value if open_low else low <= value) and value <= high):
+            raise MetadataError(f"{self.source} has {PREFIX}{key}={value!r}; expected {expected}")
+        return value
+
+    def json(self, key: str, default: str) -> Any:
+        """The parsed JSON value (``default`` when empty); too long or too deep is refused."""
+        text = self.values.get(key) or default
+        if len(text) > MAX_JSON_CHARS:
+            raise self.refuse(key, f"at most {MAX_JSON_CHARS} characters of JSON")
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
+            raise self.refuse(key, f"JSON ({type(err).__name__}: {str(err)[:80]})") from None
+
+    def names(self, key: str, low: int, high: int | None, optional: bool = False) -> tuple[str, ...] | None:
+        """A JSON list of ``low``..``high`` strings (``None`` when optional and empty)."""
+        if optional and not self.values.get(key):
+            return None
+        value = self.json(key, "[]")
+        count = f"{low} or {high}" if high == low + 1 else f"{low} to {high}" if high else f"{low} or more"
+        expected = f"a JSON list of {count} names (strings)"
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.refuse(key, expected)
+        if not low <= len(value) <= (high if high is not None else len(value)):
+            raise self.refuse(key, expected)
+        return tuple(value)
+
+    def json_object(self, key: str) -> dict[str, Any]:
+        """A JSON object (``{}`` when empty)."""
+        value = self.json(key, "{}")
+        if not isinstance(value, dict):
+            raise self.refuse(key, "a JSON object")
+        return value
 
 
 def read_metadata(path: str | Path) -> ExportMetadata:
@@ -171,7 +274,8 @@ def read_metadata(path: str | Path) -> ExportMetadata:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a facexai export (names the missing keys).
+        MetadataError: the file is not loadable by onnxruntime, or not a facexai export (names the
+            missing keys), or has a malformed or out-of-range value (names the key).
     """
     import onnxruntime as ort  # imported here so that the dataclass works without onnxruntime
 
@@ -183,23 +287,22 @@ def read_metadata(path: str | Path) -> ExportMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ValueError(f"{path} is not a loadable ONNX model: {err}") from err
+        raise MetadataError(f"{path} is not a loadable ONNX model: {first_line(err)}") from err
     return ExportMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error message (onnxruntime appends stack traces)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def _optional(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
-
-
-def _float_or_none(value: str | None) -> float | None:
-    return float(value) if value else None
-
-
 def _choice(value: str, choices: tuple[str, ...], key: str, source: str) -> str:
     if value not in choices:
-        raise ValueError(f"{source} has facexai.{key}={value!r}; expected one of {', '.join(choices)}")
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise MetadataError(f"{source} has facexai.{key}={shown!r}; expected one of {', '.join(choices)}")
     return value

@@ -94,3 +94,45 @@ def audit_in_fresh_process(args: list[str]) -> "subprocess.CompletedProcess[str]
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})  # fmt: skip
+
+
+def tiny_face_onnx(path: Path, side: int = 16, explained: bool = False, props: dict[str, str] | None = None,
+                   drop: tuple[str, ...] = (), nan_rows: bool = False) -> Path:
+    """A hand-built facexai "export" (no torch export: milliseconds), for hostile-metadata tests.
+
+    Embedding (N, 3) = the mean colour of each image; explained graphs also take ``target`` (N, 3)
+    and return the channel-mean map (N, S, S) and the dot product with the target. ``props``
+    overwrite metadata values (full keys), ``drop`` removes keys, and ``nan_rows`` makes the
+    embedding NaN for images whose mean colour is below the normalised 0 (dark images).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facexai.export.metadata import ExportMetadata
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, side, side])
+    first = "output" if explained else "embedding"
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat" if nan_rows else first])]
+    initializers = [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])]
+    if nan_rows:  # log(mean - (-0.2)) - log(mean + 0.2) + mean: NaN where mean < -0.2
+        initializers.append(helper.make_tensor("shift", TensorProto.FLOAT, [], [0.2]))
+        nodes += [helper.make_node("Add", ["flat", "shift"], ["shifted"]), helper.make_node("Log", ["shifted"], ["log"]),
+                  helper.make_node("Sub", ["log", "log"], ["zero"]), helper.make_node("Add", ["flat", "zero"], [first])]
+    inputs, outputs = [images], [helper.make_tensor_value_info(first, TensorProto.FLOAT, ["N", 3])]
+    meta = ExportMetadata(task="verification", input_size=side, embedding_size=3)
+    if explained:
+        inputs.append(helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", 3]))
+        nodes += [helper.make_node("ReduceMean", ["images"], ["map"], axes=[1], keepdims=0),
+                  helper.make_node("Mul", ["output", "target"], ["product"]),
+                  helper.make_node("ReduceSum", ["product", "axis1"], ["similarity"], keepdims=0)]
+        outputs += [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", side, side]),
+                    helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["N"])]
+        meta = ExportMetadata(task="verification", input_size=side, embedding_size=3, explainer="gradcam",
+                              input_names=("images", "target"), output_names=("output", "map", "similarity"))
+    graph = helper.make_graph(nodes, "tiny_face", inputs, outputs, initializers)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    values = {**meta.to_props(), **(props or {})}
+    helper.set_model_props(model, {k: v for k, v in values.items() if k not in drop})
+    onnx.save(model, str(path))
+    return path
