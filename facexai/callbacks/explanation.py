@@ -11,7 +11,9 @@ through a few constructor arguments (see :class:`~facexai.callbacks.adapters.Bat
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +29,14 @@ from torch import Tensor
 from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
 from facexai.callbacks.config import build_explainers, check_layers, tag_label
 from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
-from facexai.callbacks.overlays import check_colormap, curves_figure, make_denormaliser, save_grid
+from facexai.callbacks.overlays import (
+    InvalidMapWarning,
+    check_colormap,
+    curves_figure,
+    invalid_maps,
+    make_denormaliser,
+    save_grid,
+)
 from facexai.callbacks.rendering import add_picture, render_comparison, render_views, tensorboard_writers
 from facexai.explain import ClassTarget, Explainer, SimilarityTarget
 
@@ -228,11 +237,24 @@ class ExplanationCallback(pl.Callback):
             start = time.perf_counter()
             views = self._views(explainer, model, inputs)
             for view in views:
-                self.suite.update(tag_label(label), view, inputs.images, inputs.masks, model)
+                self._score(tag_label(label), view, inputs, model)
             _synchronize(inputs.images.device)
             self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
             all_views[label] = views
         return all_views
+
+    def _score(self, label: str, view: View, inputs: ExplanationInputs, model: torch.nn.Module) -> None:
+        """Feed the metrics one view; maps with NaN/Inf are left out (with a warning), not fatal."""
+        finite = ~invalid_maps(view.maps)
+        if bool(finite.all()):
+            self.suite.update(label, view, inputs.images, inputs.masks, model)
+            return
+        warn_invalid_maps(label, view, inputs.pairs)
+        if bool(finite.any()):
+            keep = torch.nonzero(finite).flatten()
+            part = dataclasses.replace(view, maps=view.maps[keep], target=view.target.select(keep))
+            masks = None if inputs.masks is None else inputs.masks[keep]
+            self.suite.update(label, part, inputs.images[keep], masks, model)
 
     def _views(self, explainer: Explainer, model: torch.nn.Module, inputs: ExplanationInputs) -> list[View]:
         """Maps of one explainer: one view for single images, e+ (and e-) for face pairs."""
@@ -368,6 +390,27 @@ def _check_labels(explainers: Mapping[str, Explainer]) -> None:
         if label in RESERVED_LABELS:
             raise ValueError(f"explainer label {label!r} is reserved for the comparison grids (xai/{label}/...); "
                              "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}")  # fmt: skip
+
+
+def warn_invalid_maps(label: str, view: View, pairs: bool) -> None:
+    """Warn, naming the explainer and the samples, when maps have NaN or Inf values.
+
+    Such maps are drawn as crossed grey tiles (:func:`~facexai.callbacks.overlays.apply_colormap`)
+    and training goes on; the warning says which explanation to distrust.
+    """
+    bad = [int(i) for i in torch.nonzero(invalid_maps(view.maps)).flatten()]
+    if not bad:
+        return
+    n = len(view.maps) // 2
+    where = [f"pair {i % n} ({'AB'[i // n]})" for i in bad] if pairs else [str(i) for i in bad]
+    shown = ", ".join(where[:20]) + (", ..." if len(where) > 20 else "")
+    name = f"{label} ({view.suffix})" if view.suffix else label
+    warnings.warn(
+        f"ExplanationCallback: {name} returned maps with NaN or Inf values for samples [{shown}]; "
+        "they are drawn as crossed grey tiles and left out of the metrics",
+        InvalidMapWarning,
+        stacklevel=2,
+    )
 
 
 def _set_of(label: str) -> str:

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from facexai.data.transforms import denormalise
+from facexai.writing import atomic_path
 
 #: recommended colour maps: perceptually ordered and readable over faces (any matplotlib name works)
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
@@ -60,15 +61,62 @@ def colormap_lut(name: str = "inferno") -> Tensor:
 
 
 def apply_colormap(maps: Tensor, name: str = "inferno") -> Tensor:
-    """Colour maps (N, H, W) in [0, 1] into RGB images (N, 3, H, W) in [0, 1]."""
+    """Colour maps (N, H, W) in [0, 1] into RGB images (N, 3, H, W) in [0, 1].
+
+    A map with any NaN or Inf value becomes a crossed grey tile (:func:`invalid_tile`) instead
+    of an out-of-range lookup (NaN cast to an index is -2**63): one broken map must not stop
+    the training run that logs it. The callback warns about such maps (:class:`InvalidMapWarning`).
+    """
     lut = colormap_lut(name).to(maps.device)
-    index = (maps.detach().float().clamp(0, 1) * 255).round().long()
-    return lut[index].permute(0, 3, 1, 2)
+    values = torch.nan_to_num(maps.detach().float(), nan=0.0).clamp(0, 1)
+    return mark_invalid(lut[(values * 255).round().long()].permute(0, 3, 1, 2), invalid_maps(maps))
 
 
 def overlay(images: Tensor, maps: Tensor, name: str = "inferno", alpha: float = 0.5) -> Tensor:
-    """Blend coloured maps over display images (N, 3, H, W) in [0, 1]."""
-    return ((1 - alpha) * images + alpha * apply_colormap(maps, name)).clamp(0, 1)
+    """Blend coloured maps over display images (N, 3, H, W) in [0, 1].
+
+    Invalid maps (NaN/Inf) show the crossed grey tile alone, not blended with the face, so the
+    tile cannot be mistaken for an explanation.
+    """
+    blended = ((1 - alpha) * images + alpha * apply_colormap(maps, name)).clamp(0, 1)
+    return mark_invalid(blended, invalid_maps(maps))
+
+
+class InvalidMapWarning(UserWarning):
+    """An explainer returned a map with NaN or Inf values; it is drawn as a crossed grey tile."""
+
+
+#: grey of tiles whose map has NaN/Inf values, and the red of the cross drawn over them
+INVALID_GREY = 0.5
+INVALID_CROSS = (0.85, 0.0, 0.0)
+#: half-width of the cross's strokes as a fraction of the tile side (visible after resizing)
+CROSS_WIDTH = 0.04
+
+
+def invalid_maps(maps: Tensor) -> Tensor:
+    """(N,) bool: the maps (N, H, W) that have any NaN or Inf value (nothing to colour)."""
+    return ~torch.isfinite(maps.detach()).flatten(1).all(dim=1)
+
+
+def invalid_tile(height: int, width: int) -> Tensor:
+    """A grey (3, H, W) tile with a red cross corner to corner: "no map here"."""
+    y = (torch.arange(height, dtype=torch.float32)[:, None] + 0.5) / height
+    x = (torch.arange(width, dtype=torch.float32)[None, :] + 0.5) / width
+    half = max(CROSS_WIDTH, 0.5 / min(height, width))  # at least one pixel wide
+    cross = ((y - x).abs() <= half) | ((y + x - 1).abs() <= half)
+    tile = torch.full((3, height, width), INVALID_GREY)
+    red = torch.tensor(INVALID_CROSS)[:, None].expand(3, int(cross.sum()))
+    tile[:, cross] = red
+    return tile
+
+
+def mark_invalid(tiles: Tensor, invalid: Tensor) -> Tensor:
+    """``tiles`` (N, 3, H, W) with the tiles flagged in ``invalid`` (N,) replaced by the crossed tile."""
+    if not bool(invalid.any()):
+        return tiles
+    tiles = tiles.clone()
+    tiles[invalid.to(tiles.device)] = invalid_tile(*tiles.shape[-2:]).to(tiles)
+    return tiles
 
 
 def make_denormaliser(
@@ -196,12 +244,17 @@ def curves_figure(curves: dict[str, dict[str, Tensor]], title: str = "") -> Figu
 
 
 def save_grid(grid: Tensor | np.ndarray, path: str | Path) -> Path:
-    """Write an image (3, H, W) in [0, 1], or an already converted uint8 (H, W, 3), as a PNG."""
+    """Write an image (3, H, W) in [0, 1], or an already converted uint8 (H, W, 3), as a PNG.
+
+    Written through :func:`facexai.writing.atomic_path`: a failure half-way (disk full, Ctrl-C)
+    leaves the previous PNG of the same tag intact instead of a truncated file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(grid, Tensor):
         grid = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(grid).save(path, format="PNG")
+    picture = Image.fromarray(grid)
+    with atomic_path(path) as partial:
+        picture.save(partial, format="PNG")
     return path
 
 
