@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pickle
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from facexai.data import verification_bin
 from facexai.data.recordio import encode_image
 from facexai.data.verification_bin import (
     VerificationBinDataset,
+    VerificationBinError,
     load_verification_bin,
     read_verification_bin,
     write_verification_bin,
@@ -141,3 +144,124 @@ def test_dataset_yields_normalised_pairs(tmp_path: Path, pairs) -> None:
 def test_dataset_resizes_to_image_size(tmp_path: Path, pairs) -> None:
     ds = VerificationBinDataset(write_verification_bin(tmp_path / "s.bin", pairs, ISSAME), image_size=8)
     assert ds[0]["image_a"].shape == (3, 8, 8)
+
+
+# --------------------------------------------------------------------------- hostile files (issue 14)
+
+
+def _frame_free(*parts: bytes) -> bytes:
+    """A protocol-4 pickle assembled from raw opcodes (no FRAME), ending in STOP."""
+    return b"\x80\x04" + b"".join(parts) + b"."
+
+
+def _u8(value: int) -> bytes:
+    return struct.pack("<Q", value)
+
+
+def _u4(value: int) -> bytes:
+    return struct.pack("<I", value)
+
+
+def _memo_bomb(image_bytes: int, references: int) -> bytes:
+    """One bytearray memoised once and referenced ``references`` times (BINGET), plus matching flags."""
+    images = b"](\x96" + _u8(image_bytes) + b"\0" * image_bytes + b"\x94" + b"h\x00" * (references - 1) + b"e"
+    flags = b"](" + b"\x88" * (references // 2) + b"e"
+    return _frame_free(images, flags, b"\x86")
+
+
+def _peak_while(read) -> int:
+    tracemalloc.start()
+    try:
+        read()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_memo_references_to_one_image_are_refused_without_expanding(tmp_path: Path) -> None:
+    # Before: this 1 MB file loaded as 300 images and grew memory by ~301 MB.
+    path = tmp_path / "memo.bin"
+    path.write_bytes(_memo_bomb(10**6, 300))
+    size = path.stat().st_size
+
+    def read() -> None:
+        with pytest.raises(VerificationBinError, match=r"memo\.bin: the images hold 300000000 bytes .* only 100\d{4} bytes"):
+            read_verification_bin(path)
+
+    assert _peak_while(read) < 3 * size
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (_frame_free(b"\x8e" + _u8(2**40) + b"abc"), "BINBYTES8"),  # 1 TB bytes
+        (_frame_free(b"\x8d" + _u8(2**40) + b"abc"), "BINUNICODE8"),
+        (_frame_free(b"\x96" + _u8(2**40) + b"abc"), "BYTEARRAY8"),
+        (_frame_free(b"B" + _u4(2**31 - 1) + b"abc"), "BINBYTES"),
+        (b"\x80\x04\x95" + _u8(2**40) + b"]." , "FRAME"),
+        (_frame_free(b"]r" + _u4(2**32 - 1)), "memo index 4294967295"),  # a 32 GiB memo table
+        (_frame_free(b"(" * 10_000), "MARK"),
+    ],
+    ids=["bytes8", "unicode8", "bytearray8", "bytes4", "frame", "memo-index", "nested-marks"],
+)
+def test_huge_lengths_are_refused_before_allocating(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "huge.bin"
+    path.write_bytes(content)
+    with pytest.raises(VerificationBinError, match=message) as info:
+        read_verification_bin(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (([b"x", b"y"], [2]), r"issame\[0\] is 2"),
+        (([b"x", b"y"], ["1"]), r"issame\[0\] is '1'"),
+        (([1, 2], [True]), "image 0 is int"),
+        (([[b"x"], [b"y"]], [True]), "image 0 is list"),
+        (([b"x", b"y"], [[True]]), r"issame\[0\] is \[True\]"),
+        (({"images": [b"x", b"y"]}, [True]), "EMPTY_DICT"),
+        (([b"x", b"y"], {True}), "EMPTY_SET"),
+        (([b"x", b"y"], [1.0]), "BINFLOAT"),
+        ([[b"x", b"y"], [True], None], "expected a pickled pair"),
+        ((b"xy", [True]), "images must be a list, got bytes"),
+    ],
+    ids=["int-flag", "str-flag", "int-images", "nested-images", "nested-flags", "dict", "set", "float", "triple", "bytes"],
+)
+def test_wrong_types_inside_the_pickle_raise_the_readers_error(tmp_path: Path, obj: object, message: str) -> None:
+    path = tmp_path / "types.bin"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    with pytest.raises(VerificationBinError, match=message) as info:
+        read_verification_bin(path)
+    assert "types.bin" in str(info.value)
+
+
+def test_big_flag_objects_are_not_copied_into_the_message(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(pickle.dumps(([b"x", b"y"], [b"z" * 100_000]), protocol=4))
+    with pytest.raises(VerificationBinError) as info:
+        read_verification_bin(path)
+    assert len(str(info.value)) < 300
+
+
+def test_undecodable_image_raises_the_readers_error(tmp_path: Path, pairs) -> None:
+    path = write_verification_bin(tmp_path / "x.bin", [encode_image(im) for im in pairs[:3]] + [b"junk"], ISSAME[:2])
+    with pytest.raises(VerificationBinError, match=r"image 3"):
+        load_verification_bin(path)
+    assert issubclass(VerificationBinError, ValueError)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path, pairs, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_verification_bin(tmp_path / "lfw.bin", pairs, ISSAME)
+    before = path.read_bytes()
+
+    def dump_then_fail(obj: object, fh, protocol: int) -> None:
+        fh.write(b"half a pickle")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(verification_bin.pickle, "dump", dump_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_verification_bin(path, pairs[::-1], ISSAME)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["lfw.bin"]  # no temporary left behind
