@@ -31,6 +31,7 @@ from facexai.export.audit_model import InputOverrides, OnnxFaceModel, cosine
 from facexai.export.audit_report import overlay, write_report
 from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps, fitted_patch
 from facexai.export.pairs import Pair, load_image, read_pairs
+from facexai.writing import atomic_path
 
 __all__ = ["AuditOptions", "OnnxFaceModel", "InputOverrides", "CorrRiseOptions", "run_audit"]
 
@@ -96,22 +97,49 @@ def run_audit(
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     records, curves = _run_pairs(model, pairs, out, options)
-    scores = np.array([r["similarity"] for r in records])
-    issame = np.array([r["issame"] for r in records])
-    metrics = am.verification_metrics(scores, issame)
+    undefined = _undefined_pairs(records)
+    metrics = _metrics(records)
     for record in records:
-        threshold = metrics["best_threshold"]
-        record["decision"] = None if threshold is None else bool(record["similarity"] >= threshold)
+        threshold, similarity = metrics["best_threshold"], record["similarity"]
+        record["decision"] = None if threshold is None or similarity is None else bool(similarity >= threshold)
     report = {
         "model": _model_summary(model, options),
         "pairs_file": str(pairs_file),
         "images_root": str(images_root),
         "metrics": metrics,
         "curves": _curve_summary(curves, options.steps, model.baseline),
+        "undefined_pairs": undefined,
         "pairs": records,
     }
     write_report(out, report)
     return report
+
+
+def _undefined_pairs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs whose similarity is NaN or infinite (the model returned NaN/inf embeddings for them).
+
+    Their similarity becomes ``None`` (JSON ``null``): one bad pair must not cost the report of
+    all the others, nor poison the metrics, which are computed over the defined pairs only.
+    """
+    undefined = []
+    for index, record in enumerate(records):
+        if not np.isfinite(record["similarity"]):
+            record["similarity"] = None
+            undefined.append({"index": index, "path_a": record["path_a"], "path_b": record["path_b"]})
+    if undefined:
+        shown = "; ".join(f"#{u['index']} {u['path_a']} / {u['path_b']}" for u in undefined[:5])
+        more = f" and {len(undefined) - 5} more" if len(undefined) > 5 else ""
+        logger.warning("%d of %d pairs have no defined similarity (the model returned NaN or infinite "
+                       "embeddings); left out of the metrics: %s%s", len(undefined), len(records), shown, more)
+    return undefined
+
+
+def _metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Verification metrics over the pairs with a defined similarity, and how many were left out."""
+    defined = [r for r in records if r["similarity"] is not None]
+    scores = np.array([r["similarity"] for r in defined], np.float64)
+    issame = np.array([r["issame"] for r in defined], bool)
+    return {**am.verification_metrics(scores, issame), "n_undefined": len(records) - len(defined)}
 
 
 def _check_options(options: AuditOptions) -> None:
@@ -199,7 +227,8 @@ def _figures(out: Path, index: int, pixels: np.ndarray, maps: np.ndarray | None)
     for side, k in (("a", 0), ("b", 1)):
         name = f"pairs/{index:05d}_{side}.png"
         picture = overlay(pixels[k], maps[k]) if maps is not None else _thumbnail(pixels[k])
-        picture.save(out / name)
+        with atomic_path(out / name) as partial:
+            picture.save(partial)
         paths[f"image_{side}"] = name
     return paths
 
@@ -237,8 +266,8 @@ def _add_curves(
     deletion, insertion = am.perturbation_curves(score, inputs[rows], maps[rows], options.steps, model.baseline)
     del_auc, ins_auc = am.curve_auc(deletion), am.curve_auc(insertion)
     for k, i in enumerate(keep):
-        records[i]["deletion_auc"] = [float(del_auc[k]), float(del_auc[len(keep) + k])]
-        records[i]["insertion_auc"] = [float(ins_auc[k]), float(ins_auc[len(keep) + k])]
+        records[i]["deletion_auc"] = [_finite(del_auc[k]), _finite(del_auc[len(keep) + k])]
+        records[i]["insertion_auc"] = [_finite(ins_auc[k]), _finite(ins_auc[len(keep) + k])]
     curves["deletion"].append(deletion)
     curves["insertion"].append(insertion)
 
@@ -260,14 +289,26 @@ def _model_summary(model: OnnxFaceModel, options: AuditOptions) -> dict[str, Any
     return summary
 
 
+def _finite(value: float) -> float | None:
+    """A float for the report, ``None`` for NaN/inf (JSON has neither)."""
+    return float(value) if np.isfinite(value) else None
+
+
 def _curve_summary(curves: dict[str, list[np.ndarray]], steps: int, baseline: float) -> dict[str, Any] | None:
+    """Mean curves and AUCs over the images whose curves are finite everywhere (``None`` if none)."""
     if not curves["deletion"]:
         return None
     deletion, insertion = np.concatenate(curves["deletion"]), np.concatenate(curves["insertion"])
+    finite = np.isfinite(deletion).all(axis=1) & np.isfinite(insertion).all(axis=1)
+    if not finite.any():
+        logger.warning("no deletion/insertion curve is finite (the model returned NaN or infinite scores)")
+        return None
+    deletion, insertion = deletion[finite], insertion[finite]
     return {
         "steps": steps,
         "baseline": "zero" if baseline == 0.0 else f"pixel value {baseline:g}",
         "n_images": len(deletion),
+        "n_undefined": int((~finite).sum()),
         "fractions": [k / steps for k in range(steps + 1)],
         "deletion_mean": deletion.mean(axis=0).tolist(),
         "insertion_mean": insertion.mean(axis=0).tolist(),

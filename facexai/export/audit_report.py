@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facexai.writing import write_text_atomic
+
 #: opacity of the heatmap over the face
 OVERLAY_ALPHA = 0.5
 
@@ -51,6 +53,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
     """The RGB uint8 image (H, W, 3) blended with the colour-mapped map (H, W) in [0, 1]."""
+    saliency = np.nan_to_num(saliency, nan=0.0, posinf=1.0, neginf=0.0)  # a NaN map draws as "low"
     blended = (1 - alpha) * image.astype(np.float32) / 255.0 + alpha * colormap(saliency)
     return Image.fromarray((blended * 255).round().clip(0, 255).astype(np.uint8))
 
@@ -93,8 +96,12 @@ def curve_svg(curves: dict[str, np.ndarray], title: str, width: int = 360, heigh
 
 
 def write_report(out: Path, report: dict[str, Any]) -> Path:
-    """Write ``report.json`` and ``index.html`` into ``out``; return the HTML path."""
-    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    """Write ``report.json`` and ``index.html`` into ``out``; return the HTML path.
+
+    Each file is written beside its target and renamed over it when complete, so a failure
+    half-way keeps the previous report. ``allow_nan=False``: the audit replaced NaN by ``None``.
+    """
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, allow_nan=False))
     page = PAGE.format(
         title=html.escape(report["model"]["path"]),
         model_info=html.escape(_model_info(report["model"])),
@@ -107,7 +114,7 @@ def write_report(out: Path, report: dict[str, Any]) -> Path:
         pair_rows="\n".join(_pair_row(k, pair) for k, pair in enumerate(report["pairs"]) if pair.get("shown")),
     )
     path = out / "index.html"
-    path.write_text(page)
+    write_text_atomic(path, page)
     return path
 
 
@@ -145,7 +152,7 @@ def _curves_section(out: Path, curves: dict[str, Any] | None) -> str:
                 "audited without CorrRISE maps, or no curve pairs requested).</p>")
     mean = {name: np.asarray(curves[f"{name}_mean"]) for name in ("deletion", "insertion")}
     svg = curve_svg(mean, f"mean curves over {curves['n_images']} images ({curves['steps']} steps)")
-    (out / "curves.svg").write_text(svg)
+    write_text_atomic(out / "curves.svg", svg)
     return (
         "<h2>Deletion / insertion</h2><figure>" + svg + "<figcaption>Score: cosine similarity to the "
         f"partner's clean embedding; baseline {curves['baseline']} (normalised space). "
@@ -156,7 +163,13 @@ def _curves_section(out: Path, curves: dict[str, Any] | None) -> str:
 
 def _pairs_note(report: dict[str, Any]) -> str:
     shown = sum(1 for p in report["pairs"] if p.get("shown"))
-    return f"Showing {shown} of {len(report['pairs'])} pairs (all are in report.json)."
+    note = f"Showing {shown} of {len(report['pairs'])} pairs (all are in report.json)."
+    undefined = report.get("undefined_pairs") or []
+    if undefined:
+        note += (f" {len(undefined)} pairs have an undefined similarity (the model returned NaN or infinite "
+                 f"embeddings; pairs {', '.join(str(u['index']) for u in undefined[:20])}"
+                 f"{', ...' if len(undefined) > 20 else ''}) and are left out of the metrics.")
+    return note
 
 
 def _pair_row(index: int, pair: dict[str, Any]) -> str:
@@ -175,7 +188,8 @@ def _pair_row(index: int, pair: dict[str, Any]) -> str:
     css = ' class="wrong"' if wrong else ""
     return (
         f'<tr{css}><td>{index}</td><td class="pair">{images}</td><td>{"yes" if pair["issame"] else "no"}</td>'
-        f"<td>{pair['similarity']:.4f}</td><td>{verdict}</td>{aucs}</tr>"
+        f"<td>{_fmt(pair['similarity']) if pair['similarity'] is not None else 'undefined'}</td>"
+        f"<td>{verdict}</td>{aucs}</tr>"
     )
 
 

@@ -103,7 +103,7 @@ def tiny_face_onnx(path: Path, side: int = 16, explained: bool = False, props: d
     Embedding (N, 3) = the mean colour of each image; explained graphs also take ``target`` (N, 3)
     and return the channel-mean map (N, S, S) and the dot product with the target. ``props``
     overwrite metadata values (full keys), ``drop`` removes keys, and ``nan_rows`` makes the
-    embedding NaN for images whose mean colour is below the normalised 0 (dark images).
+    embedding NaN for images with a channel mean below pixel value 12.75 (dark images).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -115,8 +115,8 @@ def tiny_face_onnx(path: Path, side: int = 16, explained: bool = False, props: d
     nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat" if nan_rows else first])]
     initializers = [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])]
-    if nan_rows:  # log(mean - (-0.2)) - log(mean + 0.2) + mean: NaN where mean < -0.2
-        initializers.append(helper.make_tensor("shift", TensorProto.FLOAT, [], [0.2]))
+    if nan_rows:  # mean + log(mean + 0.9) - log(mean + 0.9): NaN where a channel mean < -0.9
+        initializers.append(helper.make_tensor("shift", TensorProto.FLOAT, [], [0.9]))
         nodes += [helper.make_node("Add", ["flat", "shift"], ["shifted"]), helper.make_node("Log", ["shifted"], ["log"]),
                   helper.make_node("Sub", ["log", "log"], ["zero"]), helper.make_node("Add", ["flat", "zero"], [first])]
     inputs, outputs = [images], [helper.make_tensor_value_info(first, TensorProto.FLOAT, ["N", 3])]

@@ -106,3 +106,82 @@ def test_unloadable_file_is_the_audits_error(tmp_path: Path) -> None:
         OnnxFaceModel(junk)
     with pytest.raises(MetadataError, match=f"{junk} is not a loadable ONNX model"):
         read_metadata(junk)
+
+
+def write_pairs(root: Path) -> tuple[Path, Path]:
+    """16 px colour images (one dark: the NaN model's embedding is NaN there) and a pairs file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"dark": (10, 20, 5), "red": (220, 90, 60), "rose": (230, 120, 90), "teal": (60, 200, 190),
+               "sea": (40, 180, 200)}
+    for name, colour in colours.items():
+        pixels = np.clip(np.array(colour) + rng.normal(0, 8, (16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{name}.png")
+    pairs = root / "pairs.txt"
+    pairs.write_text("red.png rose.png 1\ndark.png red.png 0\nteal.png sea.png 1\nred.png teal.png 0\n"
+                     "rose.png sea.png 0\n")
+    return pairs, root
+
+
+@pytest.mark.parametrize("explained", [False, True])
+def test_nan_similarity_is_undefined_and_the_report_is_written(explained: bool, tmp_path: Path, caplog) -> None:
+    """Before: json.dumps(allow_nan=False) raised on the NaN pair and no report was written."""
+    import json
+
+    from facexai.export.audit import AuditOptions, CorrRiseOptions, run_audit
+
+    pairs, root = write_pairs(tmp_path)
+    model = tiny_face_onnx(tmp_path / "nan.onnx", explained=explained, nan_rows=True)
+    options = AuditOptions(steps=4, progress=False, corrrise=CorrRiseOptions(n_masks=8), map_pairs=5, curve_pairs=5)
+    out = tmp_path / "report"
+    with caplog.at_level("WARNING", logger="facexai.export.audit"):
+        report = run_audit(model, pairs, root, out, options)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert [p["similarity"] is None for p in saved["pairs"]] == [False, True, False, False, False]
+    assert saved["pairs"][1]["decision"] is None
+    assert saved["undefined_pairs"] == [{"index": 1, "path_a": str(root / "dark.png"), "path_b": str(root / "red.png")}]
+    metrics = saved["metrics"]
+    assert metrics["n_pairs"] == 4 and metrics["n_undefined"] == 1 and metrics["n_genuine"] == 2
+    assert metrics["roc_auc"] is not None and 0 <= metrics["roc_auc"] <= 1
+    assert "1 of 5 pairs have no defined similarity" in caplog.text and "dark.png" in caplog.text
+    page = (out / "index.html").read_text()
+    assert "undefined" in page
+    if saved["curves"] is not None:  # curves over the images whose scores are all finite
+        assert all(np.isfinite(saved["curves"]["deletion_mean"]))
+
+
+def test_a_failed_rewrite_keeps_the_previous_report(tmp_path: Path, monkeypatch) -> None:
+    """Before: a write that failed half-way (disk full, Ctrl-C) left a truncated report.json."""
+    import json
+
+    from PIL import Image
+
+    from facexai.export.audit import AuditOptions, run_audit
+
+    pairs, root = write_pairs(tmp_path)
+    model = tiny_face_onnx(tmp_path / "ok.onnx")
+    out = tmp_path / "report"
+    options = AuditOptions(steps=4, progress=False, corrrise=None)
+    run_audit(model, pairs, root, out, options)
+    before = {p.name: p.read_bytes() for p in [out / "report.json", out / "index.html", out / "pairs" / "00000_a.png"]}
+    write_text, save = Path.write_text, Image.Image.save
+
+    def half_text(self: Path, text: str, *args, **kwargs) -> int:
+        write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("No space left on device")
+
+    def half_picture(self: Image.Image, fp, *args, **kwargs) -> None:
+        Path(fp).write_bytes(b"\x89PNG\r\n")
+        raise OSError("No space left on device")
+
+    for name, replacement in (("write_text", half_text), ("save", half_picture)):
+        with monkeypatch.context() as patch:
+            patch.setattr(Path if name == "write_text" else Image.Image, name, replacement)
+            with pytest.raises(OSError, match="No space left"):
+                run_audit(model, pairs, root, out, options)
+        after = {p.name: p.read_bytes() for p in [out / "report.json", out / "index.html", out / "pairs" / "00000_a.png"]}
+        assert after == before, name
+        json.loads(after["report.json"])
+        assert not [p for p in out.rglob(".*") if "partial" in p.name]
