@@ -116,13 +116,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_lightning([command, *rest])
             return 0
         return TOOLS[command](rest)
-    except (ValueError, FileNotFoundError) as err:
-        # User errors (bad paths, names, files) are explained in one line; FACEXAI_DEBUG=1 shows
-        # the traceback for bug reports.
-        if os.environ.get("FACEXAI_DEBUG"):
+    except Exception as err:  # noqa: BLE001 - only user errors are caught; anything else re-raised
+        # User errors (bad paths, names, files, configs, untraceable models) are explained in one
+        # line; FACEXAI_DEBUG=1 shows the traceback for bug reports.
+        message = user_error_message(err)
+        if message is None or os.environ.get("FACEXAI_DEBUG"):
             raise
-        sys.stderr.write(f"facexai: error: {err}\n")
+        sys.stderr.write(f"facexai: error: {message}\n")
         return 2
+
+
+#: path errors a user makes (missing file, no permission, a folder where a file belongs)
+PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """One line for a user error, or None for a bug (which keeps its traceback).
+
+    User errors are ``ValueError`` and its subclasses (facexai's ConfigError, CheckpointError,
+    ExportError...), path errors, and torch.onnx's exporter errors (a model the exporter cannot
+    trace is a property of the user's model, not a facexai crash). torch.onnx errors are
+    recognised by module name so that this dispatcher never imports torch (``audit`` runs
+    without it).
+    """
+    if isinstance(err, (ValueError, *PATH_ERRORS)) or _from_torch_onnx(err):
+        return one_line(err)
+    return None
+
+
+def _from_torch_onnx(err: BaseException) -> bool:
+    return any(cls.__module__.startswith("torch.onnx") for cls in type(err).__mro__)
+
+
+def one_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message (long traces of torch.onnx stay out)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0] + (" (FACEXAI_DEBUG=1 shows the details)" if len(lines) > 1 else "")
 
 
 if __name__ == "__main__":

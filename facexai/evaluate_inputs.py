@@ -1,8 +1,9 @@
 """What ``facexai evaluate`` runs on: a fit config's module and data, or a pretrained face model.
 
 With ``--config`` the model and data come from the same YAML a ``fit`` run used (``model:`` and
-``data:`` sections, ``class_path`` + ``init_args``), read with ``yaml.safe_load`` and built by
-importing the named classes, so no config code is ever executed. With ``--model`` a user's face
+``data:`` sections, ``class_path`` + ``init_args``), read and checked by
+:mod:`facexai.config_loading` (the loader ``export`` uses too): only facexai/Lightning module and
+data classes and nn layers are imported and built, so a config cannot run other code. With ``--model`` a user's face
 model file is loaded by :func:`facexai.models.load_face_model` and only verification data is
 needed: ``.bin`` sets, or a pairs file with its image root, read by the data modules without any
 training set.
@@ -11,18 +12,26 @@ training set.
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
 from torch import nn
 
-#: packages searched for a bare class name in ``class_path`` (LightningCLI resolves them too)
-SHORT_NAME_PACKAGES = ("facexai.models", "facexai.data", "pytorch_lightning")
+from facexai import config_loading
+from facexai.config_loading import (
+    ConfigError,
+    build,
+    lightning_bases,
+    load_weights,
+    parse_spec,
+    read_checkpoint,
+    read_config,
+    section_specs,
+    seed_of,
+)
+
 MODEL_ONLY = ("bin", "pairs", "images_root", "input_size", "mean", "std", "channel_order")
 
 
@@ -42,82 +51,44 @@ class EvaluationInputs:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a LightningCLI YAML with ``yaml.safe_load`` (plain data only, nothing executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    if not isinstance(config, Mapping) or not all(key in config for key in ("model", "data")):
-        raise ValueError(f"{path} needs 'model' and 'data' sections (class_path + init_args), as for `facexai fit`")
-    return dict(config)
+    """Read a LightningCLI YAML safely (:func:`facexai.config_loading.read_config`) with model and data."""
+    config = read_config(path)
+    if not all(key in config for key in ("model", "data")):
+        raise ConfigError(f"{path} needs 'model' and 'data' sections (class_path + init_args), as for `facexai fit`")
+    return config
 
 
-def resolve_class(class_path: str) -> type:
-    """Import the class named by a dotted ``class_path`` (or a bare facexai/Lightning name)."""
-    if not isinstance(class_path, str) or not class_path:
-        raise ValueError(f"class_path must be a non-empty string, got {class_path!r}")
-    if "." in class_path:
-        module_name, _, name = class_path.rpartition(".")
-        candidates = [module_name]
-    else:
-        name, candidates = class_path, list(SHORT_NAME_PACKAGES)
-    for module_name in candidates:
-        try:
-            found = getattr(importlib.import_module(module_name), name, None)
-        except ModuleNotFoundError:
-            found = None
-        if isinstance(found, type):
-            return found
-    raise ValueError(f"class_path {class_path!r} does not name an importable class")
+def resolve_class(class_path: str, where: str = "model") -> type:
+    """The class of a top-level ``class_path``, checked before import (:func:`facexai.config_loading.resolve_class`)."""
+    return config_loading.resolve_class(class_path, lightning_bases()[where], where)
 
 
 def instantiate(spec: Any, where: str) -> Any:
-    """Build ``class_path(**init_args)``; nested ``class_path`` dicts in the arguments are built too."""
-    if not isinstance(spec, Mapping) or "class_path" not in spec:
-        raise ValueError(f"config section {where!r} must be a mapping with class_path (and init_args), got {spec!r}")
-    init_args = spec.get("init_args") or {}
-    if not isinstance(init_args, Mapping):
-        raise ValueError(f"{where}.init_args must be a mapping, got {init_args!r}")
-    kwargs = {key: _build_value(value, f"{where}.{key}") for key, value in init_args.items()}
-    cls = resolve_class(spec["class_path"])
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"cannot build {where} ({spec['class_path']}) from init_args {dict(init_args)}: {err}"
-        ) from err
+    """Build ``class_path(**init_args)`` of section ``where`` (``model``, ``data``, ``trainer.callbacks``).
+
+    The classes are checked first (:func:`facexai.config_loading.parse_spec`): a config cannot make
+    evaluate import or run anything but facexai/Lightning classes and nn layers.
+    """
+    return build(parse_spec(spec, where))
 
 
-def _build_value(value: Any, where: str) -> Any:
-    if isinstance(value, Mapping) and "class_path" in value:
-        return instantiate(value, where)
-    return value
+def build_from_config(config: Mapping[str, Any], name: str = "config") -> tuple[nn.Module, Any]:
+    """The LightningModule and DataModule of a config, seeded as ``fit`` seeds them.
 
-
-def build_from_config(config: Mapping[str, Any]) -> tuple[nn.Module, Any]:
-    """The LightningModule and DataModule of a config, seeded as ``fit`` seeds them."""
-    seed = config.get("seed_everything")
-    if isinstance(seed, int) and not isinstance(seed, bool):
+    Both sections are checked before either is built, so a refused data class leaves no model built.
+    """
+    specs = section_specs(config, ("model", "data"), name)
+    seed = seed_of(config, name)
+    if seed is not None:
         import pytorch_lightning as pl
 
         pl.seed_everything(seed, verbose=False)
-    return instantiate(config["model"], "model"), instantiate(config["data"], "data")
+    return build(specs["model"]), build(specs["data"])
 
 
 def load_checkpoint(module: nn.Module, path: str | Path) -> None:
     """Load a Lightning checkpoint's weights into the config-built module (weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds no state dict")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} does not fit the model built from the config: {err}") from err
+    load_weights(module, read_checkpoint(path), path)
 
 
 # ----------------------------------------------------------------------------- pretrained face model
@@ -180,7 +151,7 @@ def pretrained_inputs(args: argparse.Namespace, batch_size: int) -> EvaluationIn
 
 def config_inputs(args: argparse.Namespace) -> EvaluationInputs:
     """The LightningModule and DataModule of ``--config``, with ``--ckpt_path`` loaded."""
-    module, datamodule = build_from_config(load_config(args.config))
+    module, datamodule = build_from_config(load_config(args.config), str(args.config))
     if args.ckpt_path:
         load_checkpoint(module, args.ckpt_path)
     context = {"config": str(args.config), "checkpoint": args.ckpt_path, "model": describe_module(module)}

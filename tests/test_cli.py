@@ -107,3 +107,34 @@ def test_validate_and_test_with_pairs_only(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "data": data}))
     assert main(["validate", "--config", str(path), "--trainer.fast_dev_run=1"]) == 0
     assert main(["test", "--config", str(path), "--trainer.fast_dev_run=1"]) == 0
+
+
+def test_torch_onnx_and_value_errors_are_one_line_other_errors_keep_traceback(monkeypatch, capsys):
+    """User errors print one line and exit 2; a bug (KeyError) still raises for its traceback."""
+    from torch.onnx._internal.exporter._errors import TorchExportError
+
+    from facexai import cli
+
+    class ExportError(ValueError):
+        pass
+
+    raised = {"export": TorchExportError("Failed to export the model.\n\nDetails\nof the graph"),
+              "evaluate": ExportError("model cannot be exported: layer x"), "explain": KeyError("bug")}
+
+    def fails(command):
+        def run(argv):
+            raise raised[command]
+        return run
+
+    monkeypatch.setattr(cli, "TOOLS", {name: fails(name) for name in raised})
+    monkeypatch.delenv("FACEXAI_DEBUG", raising=False)
+    assert main(["export"]) == 2
+    assert capsys.readouterr().err == ("facexai: error: Failed to export the model. "
+                                       "(FACEXAI_DEBUG=1 shows the details)\n")
+    assert main(["evaluate"]) == 2
+    assert capsys.readouterr().err == "facexai: error: model cannot be exported: layer x\n"
+    with pytest.raises(KeyError):
+        main(["explain"])
+    monkeypatch.setenv("FACEXAI_DEBUG", "1")
+    with pytest.raises(TorchExportError):
+        main(["export"])

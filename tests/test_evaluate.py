@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from facexai import cli
 from facexai.data.synthetic import generate_faces, sample_identities
@@ -184,6 +185,38 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
         evaluate_main(["--config", str(config), "--ckpt_path", str(tmp_path / "x.ckpt"), "--explainers", "gradcam",
                        *FAST])  # fmt: skip
+
+
+def test_config_class_path_cannot_run_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``class_path: subprocess.Popen`` once ran a command; now it is refused before any import."""
+    marker = tmp_path / "pwned"
+    evil = {**yaml.safe_load(VERIFICATION_YAML),
+            "model": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}}}  # fmt: skip
+    config = _write(tmp_path, yaml.safe_dump(evil))
+    assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", *FAST]) == 2
+    assert "model.class_path 'subprocess.Popen' is refused" in capsys.readouterr().err
+    assert not marker.exists()
+    nested = VERIFICATION_YAML.replace("      img_size: 32\n", f"      img_size: 32\n      act:\n"
+                                       f"        class_path: subprocess.Popen\n        init_args:\n"
+                                       f"          args: [touch, {marker}]\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"backbone_kwargs.act.class_path 'subprocess.Popen' is refused"):
+        evaluate_main(["--config", str(_write(tmp_path, nested)), "--explainers", "gradcam", *FAST])
+    assert not marker.exists()
+
+
+def test_malformed_yaml_and_bad_checkpoint_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path, VERIFICATION_YAML.replace("    batch_size: 4\n", "    batch_size: [4\n"))
+    assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"facexai: error: config {config}: line ") and err.count("\n") == 1
+    config = _write(tmp_path, VERIFICATION_YAML)
+    junk = tmp_path / "notes.ckpt"
+    junk.write_text("not a checkpoint")
+    argv = ["evaluate", "--config", str(config), "--ckpt_path", str(junk), "--explainers", "gradcam", *FAST]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{junk} is not a readable facexai/Lightning checkpoint" in err
+    assert "weights_only=False" not in err and err.count("\n") == 1
 
 
 def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from facexai.cli import one_line, user_error_message
+
 EXPORT_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")  # == explained.EXPORTABLE_EXPLAINERS
 MODULE_CLASSES = ("ClassifierModule", "VerificationModule")
 
@@ -125,6 +127,7 @@ def export_main(argv: list[str]) -> int:
     try:
         from facexai.export.onnx import export_onnx
 
+        check_outputs(args)
         module = load_checkpoint(args.ckpt_path, args.config)
         options = {"target_layer": args.target_layer} if args.target_layer else None
         if options and not args.explainer:
@@ -133,7 +136,9 @@ def export_main(argv: list[str]) -> int:
             module, args.output, args.input_size, args.explainer, input_format=args.input_format,
             explainer_options=options, checkpoint=args.ckpt_path, tolerance=args.tolerance,
         )
-    except (FileNotFoundError, ValueError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - user errors are one line, bugs keep their traceback
+        if not isinstance(err, TypeError) and user_error_message(err) is None:
+            raise
         return _fail("export", err)
     meta = result.metadata
     diffs = ", ".join(f"{name} {value:.2g}" for name, value in result.parity.max_abs_diff.items())
@@ -176,52 +181,25 @@ def audit_main(argv: list[str]) -> int:
 def load_checkpoint(path: Path, config: Path | None = None) -> Any:
     """The facexai LightningModule of a checkpoint, read with ``weights_only=True``.
 
+    One loader serves ``export`` and ``evaluate`` (:func:`facexai.config_loading.load_module`);
+    here the config's model must be one of :data:`MODULE_CLASSES`, the modules the exporter knows.
+
     Raises:
         FileNotFoundError: no checkpoint (or config) file.
-        ValueError: not a facexai checkpoint, or unreadable without unpickling code.
+        ValueError: (``CheckpointError``/``ConfigError``) not a facexai checkpoint, unreadable
+            without unpickling code, or a config naming another class.
     """
-    import pickle
-
-    from facexai.models import load_module_checkpoint
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        if config is None:
-            return load_module_checkpoint(path)
-        return _module_from_config(path, config)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(
-            f"{path} could not be loaded as a facexai checkpoint (read with torch.load(weights_only=True), "
-            f"so no pickled code runs): {str(err).strip().splitlines()[0]}"
-        ) from err
-    except TypeError as err:  # hyper_parameters that the module's __init__ does not take
-        raise ValueError(f"{path} has hyper_parameters that do not fit a facexai module: {err}") from err
-
-
-def _module_from_config(path: Path, config: Path) -> Any:
-    """Build the module from a training YAML's ``model`` section, then load the weights."""
-    import torch
-    import yaml
-
     import facexai.models as models
+    from facexai.config_loading import load_module
 
-    if not config.is_file():
-        raise FileNotFoundError(f"Config not found: {config}")
-    section = (yaml.safe_load(config.read_text()) or {}).get("model")
-    if not isinstance(section, dict):
-        raise ValueError(f"{config} has no 'model' section (class_path + init_args)")
-    name = str(section.get("class_path", "VerificationModule")).rsplit(".", 1)[-1]
-    if name not in MODULE_CLASSES:
-        raise ValueError(
-            f"{config}: model class_path {section.get('class_path')!r} is not one of {', '.join(MODULE_CLASSES)}"
-        )
-    module = getattr(models, name)(**(section.get("init_args") or {}))
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval()
+    return load_module(path, config, tuple(getattr(models, name) for name in MODULE_CLASSES))
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--output`` may not be the checkpoint or the config it is exported from."""
+    from facexai.writing import refuse_inputs
+
+    refuse_inputs(args.output, [args.ckpt_path, args.config], what="--output")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -230,7 +208,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _fail(command: str, err: BaseException) -> int:
-    sys.stderr.write(f"facexai {command}: error: {err}\n")
+    sys.stderr.write(f"facexai {command}: error: {user_error_message(err) or one_line(err)}\n")
     return 2
 
 

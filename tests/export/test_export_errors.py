@@ -23,7 +23,8 @@ def test_not_a_checkpoint(tmp_path: Path, capsys) -> None:
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"definitely not a zip or pickle")
     assert export_main(["--ckpt_path", str(junk), "--output", str(tmp_path / "m.onnx")]) == 2
-    assert "could not be loaded as a facexai checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a readable facexai/Lightning checkpoint" in err and "weights_only=False" not in err
     plain = tmp_path / "plain.ckpt"
     torch.save({"weights": torch.zeros(2)}, plain)
     assert export_main(["--ckpt_path", str(plain), "--output", str(tmp_path / "m.onnx")]) == 2
@@ -94,8 +95,50 @@ def test_config_rebuilds_module_and_refuses_foreign_classes(verification_module,
     for key, value in verification_module.state_dict().items():
         assert torch.equal(module.state_dict()[key], value)
     config.write_text("model:\n  class_path: os.system\n  init_args: {}\n")
-    with pytest.raises(ValueError, match="not one of ClassifierModule, VerificationModule"):
+    with pytest.raises(ValueError, match="'os.system' is refused: only classes from facexai"):
         load_checkpoint(ckpt, config)
+    config.write_text("model:\n  class_path: facexai.models.IResNet\n")
+    with pytest.raises(ValueError, match="is not a ClassifierModule or VerificationModule"):
+        load_checkpoint(ckpt, config)
+
+
+def test_output_may_not_overwrite_the_checkpoint_or_config(verification_module, tmp_path: Path, capsys) -> None:
+    ckpt = save_checkpoint(verification_module, tmp_path / "v.ckpt")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"model": {"class_path": "facexai.models.VerificationModule",
+                                                "init_args": dict(verification_module.hparams)}}))
+    before = ckpt.read_bytes(), config.read_bytes()
+    assert export_main(["--ckpt_path", str(ckpt), "--output", str(ckpt)]) == 2
+    assert f"--output {ckpt} would overwrite the input {ckpt}" in capsys.readouterr().err
+    assert export_main(["--ckpt_path", str(ckpt), "--config", str(config), "--output", str(config)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (ckpt.read_bytes(), config.read_bytes()) == before
+
+
+def test_malformed_config_is_one_line(verification_module, tmp_path: Path, capsys) -> None:
+    ckpt = save_checkpoint(verification_module, tmp_path / "v.ckpt")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model:\n  class_path: facexai.models.VerificationModule\n  init_args: [1,\n")
+    assert export_main(["--ckpt_path", str(ckpt), "--config", str(config), "--output", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"config {config}: line 4" in err and "Traceback" not in err
+
+
+def test_torch_export_error_is_one_line(verification_module, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A model torch.onnx cannot trace is the user's problem: one line and exit 2, no traceback."""
+    from torch.onnx._internal.exporter._errors import TorchExportError
+
+    import facexai.export.onnx as onnx_module
+
+    def untraceable(*args, **kwargs):
+        raise TorchExportError("Failed to export the model with torch.export.\n\nlong details\nmore")
+
+    monkeypatch.setattr(onnx_module, "export_onnx", untraceable)
+    ckpt = save_checkpoint(verification_module, tmp_path / "v.ckpt")
+    assert export_main(["--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("facexai export: error: Failed to export the model with torch.export. "
+                   "(FACEXAI_DEBUG=1 shows the details)\n")
 
 
 def test_help_texts() -> None:
