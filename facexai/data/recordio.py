@@ -23,9 +23,13 @@ Everything is little-endian, as written by the x86 builds that produced the publ
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
+import reprlib
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -35,7 +39,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facexai import files
 from facexai.data.transforms import normalise
+from facexai.writing import atomic_path, refuse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,12 @@ _FRAME = struct.Struct("<II")
 _IR_HEADER = struct.Struct("<IfQQ")
 _MAX_LENGTH = (1 << 29) - 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Index keys and offsets are stored as int64 (numpy), as MXNet does.
+_INT64_MAX = 2**63 - 1
+_INDEX_FIELD = re.compile(r"[+-]?[0-9]{1,19}")
+#: Class labels are float32 in the IRHeader, which holds every integer only up to 2**24; a larger
+#: label cannot be told from its neighbours, so it marks a corrupt record (Glint360K has 360k).
+MAX_LABEL = 2**24
 
 
 class IRHeader(NamedTuple):
@@ -101,18 +113,51 @@ def unpack_payload(payload: bytes) -> tuple[IRHeader, bytes]:
 
 
 def _class_label(header: IRHeader) -> int:
-    """Identity label of an image record: the scalar, or the first entry of a label array."""
-    return int(header.label if header.flag == 0 else header.label[0])
+    """Identity label of an image record: the scalar, or the first entry of a label array.
+
+    Raises:
+        ValueError: If the label is not a whole finite number (the caller names file and record).
+    """
+    return _whole_number(header.label if header.flag == 0 else header.label[0], "label")
+
+
+def _whole_number(value: float, what: str) -> int:
+    """``int(value)`` for finite whole floats; ``int()`` would raise OverflowError for inf and truncate 1.5."""
+    if not math.isfinite(value) or not float(value).is_integer():
+        raise ValueError(f"{what} {value:g} is not a whole number")
+    return int(value)
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode encoded image bytes to an RGB uint8 array (H, W, 3); ``None`` if undecodable."""
-    if not data:
+    """Decode encoded image bytes to an RGB uint8 array (H, W, 3); ``None`` if undecodable.
+
+    Raises:
+        facexai.files.ImageFileError: If the header announces more than ``MAX_IMAGE_PIXELS``.
+    """
+    bgr = decode_bgr(data)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_bgr(data: bytes) -> np.ndarray | None:
+    """OpenCV's decode (BGR, as ``cv2.imread``) after checking the header; ``None`` if undecodable.
+
+    OpenCV sizes its buffers from the header before it reads any pixel data, so the header is
+    checked first: the image size against :data:`facexai.files.MAX_IMAGE_PIXELS` (read by
+    Pillow, which parses headers without decoding) and, for PNG, every chunk length against the
+    bytes that follow (OpenCV 5 allocates a forged 4 GiB chunk in full). Formats Pillow cannot
+    size are not decoded: a decoder of outside data must know what it is about to allocate.
+
+    Raises:
+        facexai.files.ImageFileError: If the header announces more than ``MAX_IMAGE_PIXELS``.
+    """
+    size = files.header_size(data) if data else None
+    if size is None or not files.png_chunks_fit(data):
         return None
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    files.check_pixel_count(*size, "image header")
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def encode_image(image: np.ndarray, ext: str = ".png") -> bytes:
@@ -242,17 +287,22 @@ def read_index(idx_path: Path) -> dict[int, int]:
     index: dict[int, int] = {}
     with idx_path.open("r", encoding="ascii", errors="replace") as fh:
         for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            try:
-                key, offset = int(fields[0]), int(fields[1])
-                if len(fields) != 2 or offset < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise RecordIOError(f"{idx_path}: line {line_no} is not '<key>\\t<offset>': {line.strip()!r}") from None
-            index[key] = offset
+            if line.strip():
+                key, offset = _index_line(line, f"{idx_path}: line {line_no}")
+                index[key] = offset
     return index
+
+
+def _index_line(line: str, where: str) -> tuple[int, int]:
+    """``(key, offset)`` of one index line; both must fit int64 (the table stores them so)."""
+    fields = line.split()
+    if len(fields) != 2 or not all(_INDEX_FIELD.fullmatch(f) for f in fields):
+        raise RecordIOError(f"{where} is not '<key>\\t<offset>': {reprlib.repr(line.strip())}")
+    key, offset = int(fields[0]), int(fields[1])
+    for name, value in (("key", key), ("offset", offset)):
+        if not 0 <= value <= _INT64_MAX:
+            raise RecordIOError(f"{where}: {name} {value} outside 0..2^63-1")
+    return key, offset
 
 
 class _LazyRecordFile:
@@ -382,7 +432,7 @@ class IndexedRecordReader:
             raise RecordIOError(
                 f"{self.idx_path}: {missing.size} record(s) not in the index (first: record {int(keys[missing[0]])})"
             )
-        past = np.flatnonzero(offsets + 8 > self._file.size)
+        past = np.flatnonzero(offsets > self._file.size - 8)  # offsets + 8 could overflow int64
         if past.size:
             key = int(keys[past[0]])
             raise RecordIOError(
@@ -487,9 +537,7 @@ class RecordIODataset(Dataset):
         header, _ = self.reader.read_header(0)
         if header.flag == 0:
             return self.reader.keys()
-        first_identity, end_identity = int(header.label[0]), int(header.label[1])
-        if first_identity < 1 or end_identity < first_identity:
-            raise RecordIOError(f"{self.reader.rec_path}: record 0 header has an invalid identity range {header.label}")
+        first_identity, end_identity = self._identity_range(header)
         keys = np.arange(1, first_identity, dtype=np.int64)
         missing = np.flatnonzero(self.reader.index.lookup(keys) < 0)
         if missing.size:
@@ -499,6 +547,39 @@ class RecordIODataset(Dataset):
             )
         self._num_classes = end_identity - first_identity
         return keys
+
+    def _identity_range(self, header: IRHeader) -> tuple[int, int]:
+        """``[first identity record, end identity record)`` of header record 0, checked against the index.
+
+        Images are records ``1 .. first - 1`` and each identity has at least one, so a range is
+        only plausible if those records fit in the index and there are no more identities than
+        images; anything else is a corrupt or forged header (``[1e12, 1e12]`` would otherwise
+        ask for a 7 TiB key array).
+        """
+        where = f"{self.reader.rec_path}: record 0"
+        if header.flag < 2:
+            raise RecordIOError(
+                f"{where}: header flag {header.flag}: an insightface header needs two labels "
+                "[first identity record, end identity record]"
+            )
+        try:
+            first, end = (_whole_number(v, "identity range bound") for v in header.label[:2])
+        except ValueError as exc:
+            raise RecordIOError(f"{where}: {exc} (range {list(header.label[:2])})") from None
+        if first < 1 or end < first:
+            raise RecordIOError(f"{where} header has an invalid identity range {header.label}")
+        records = len(self.reader.index)
+        if first > records:
+            raise RecordIOError(
+                f"{where}: identity range {first}..{end}: first identity record {first} lies past the images, "
+                f"but {self.reader.idx_path} has only {records} records"
+            )
+        if end - first > first - 1:
+            raise RecordIOError(
+                f"{where}: identity range {first}..{end} announces {end - first} identities but only "
+                f"{first - 1} images"
+            )
+        return first, end
 
     def _drop_broken(self, keys: np.ndarray) -> np.ndarray:
         """Header-only scan (no payload reads) dropping records whose framing is broken."""
@@ -554,11 +635,14 @@ class RecordIODataset(Dataset):
 
     def _checked_label(self, header: IRHeader, key: int) -> int:
         """Label of an image record; out-of-range labels would only surface later as CUDA asserts."""
-        label = _class_label(header)
-        if label < 0 or (self._num_classes is not None and label >= self._num_classes):
-            raise RecordIOError(
-                f"{self.reader.rec_path}: record {key}: label {label} outside 0..{self._num_classes} identities"
-            )
+        try:
+            label = _class_label(header)
+        except ValueError as exc:
+            raise RecordIOError(f"{self.reader.rec_path}: record {key}: {exc}") from None
+        end = MAX_LABEL if self._num_classes is None else self._num_classes
+        if not 0 <= label < end:
+            limit = "the header's identities" if self._num_classes is not None else "float32's exact integers"
+            raise RecordIOError(f"{self.reader.rec_path}: record {key}: label {label} outside 0..{end - 1} ({limit})")
         return label
 
     def read_image(self, index: int) -> tuple[np.ndarray, int]:
@@ -569,7 +653,10 @@ class RecordIODataset(Dataset):
         """
         key = self._key(index)
         header, data = self.reader.read_header(key)
-        image = decode_image(data)
+        try:
+            image = decode_image(data)
+        except files.ImageFileError as exc:
+            raise RecordIOError(f"{self.reader.rec_path}: record {key}: {exc}") from None
         if image is None:
             raise RecordIOError(
                 f"{self.reader.rec_path}: record {key}: image data ({len(data)} bytes) cannot be decoded"
@@ -606,7 +693,10 @@ class RecordIODataset(Dataset):
 class RecordIOWriter:
     """Writes an indexed RecordIO pair (``train.rec`` + ``train.idx``) readable by MXNet and here.
 
-    Use as a context manager; :meth:`write` appends one payload under a key.
+    Use as a context manager; :meth:`write` appends one payload under a key. Both files are
+    written to hidden temporaries beside the targets and renamed over them only when the block
+    ends without an error (or :meth:`close` is called), so a failure half-way (an undecodable
+    image, a full disk, Ctrl-C) leaves an existing set untouched.
 
     Args:
         root: Output folder (created if missing); existing ``train.rec``/``train.idx`` are replaced.
@@ -614,18 +704,38 @@ class RecordIOWriter:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._rec = (self.root / "train.rec").open("wb")
-        self._idx = (self.root / "train.idx").open("w", encoding="ascii", newline="\n")
+        self._files = ExitStack()
+        with ExitStack() as opening:  # an error while opening removes what was already created
+            opening.enter_context(self._files)
+            rec_partial = self._files.enter_context(atomic_path(self.root / "train.rec"))
+            idx_partial = self._files.enter_context(atomic_path(self.root / "train.idx"))
+            self._rec = self._files.enter_context(rec_partial.open("wb"))
+            self._idx = self._files.enter_context(idx_partial.open("w", encoding="ascii", newline="\n"))
+            opening.pop_all()
         self._keys: set[int] = set()
+        self._first: tuple[int, int] | None = None  # (offset, framed length) of the first record
 
     def write(self, key: int, payload: bytes) -> None:
         """Append a raw payload (an IRHeader plus data, see :func:`pack_payload`) under ``key``."""
         if key in self._keys:
             raise ValueError(f"{self.root / 'train.rec'}: record key {key} written twice")
         self._keys.add(key)
+        framed = frame_record(payload)
+        if self._first is None:
+            self._first = (self._rec.tell(), len(framed))
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
-        self._rec.write(frame_record(payload))
+        self._rec.write(framed)
+
+    def rewrite_first(self, payload: bytes) -> None:
+        """Replace the first record written by ``payload`` of the same framed size (a header
+        placeholder filled in once the counts are known)."""
+        framed = frame_record(payload)
+        if self._first is None or self._first[1] != len(framed):
+            raise RecordIOError(f"{self.root / 'train.rec'}: no first record of {len(framed)} bytes to rewrite")
+        end = self._rec.tell()
+        self._rec.seek(self._first[0])
+        self._rec.write(framed)
+        self._rec.seek(end)
 
     def write_image(
         self, key: int, image: np.ndarray | bytes, label: float | Sequence[float], ext: str = ".png"
@@ -635,14 +745,15 @@ class RecordIOWriter:
         self.write(key, pack_payload(label, bytes(data), id=key))
 
     def close(self) -> None:
-        self._rec.close()
-        self._idx.close()
+        """Finish: close both files and rename them into place."""
+        self._files.close()
 
     def __enter__(self) -> RecordIOWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        # Passing the exception on makes atomic_path delete the temporaries instead of renaming.
+        self._files.__exit__(*exc)
 
 
 def write_face_records(
@@ -651,7 +762,8 @@ def write_face_records(
     """Write (image, label) samples in the insightface layout: header, images, identity records.
 
     Samples must be grouped by label (all images of an identity together, labels ``0..K-1`` in
-    order), because identity records store contiguous ``[first, end)`` image ranges.
+    order), because identity records store contiguous ``[first, end)`` image ranges. Nothing
+    replaces an existing set unless every sample was written.
 
     Returns:
         ``(number of images, number of identities)``.
@@ -666,7 +778,7 @@ def write_face_records(
         first_identity = images + 1
         for offset, (start, end) in enumerate(ranges):
             writer.write(first_identity + offset, pack_payload([float(start), float(end)], id=first_identity + offset))
-    _rewrite_header(Path(root), first_identity, first_identity + len(ranges))
+        writer.rewrite_first(pack_payload([float(first_identity), float(first_identity + len(ranges))]))
     return images, len(ranges)
 
 
@@ -680,18 +792,6 @@ def _extend_ranges(ranges: list[list[int]], label: int, key: int, root: Path) ->
         raise ValueError(
             f"{root}: samples must be grouped by label 0..K-1 in order; got label {label} after {len(ranges) - 1}"
         )
-
-
-def _rewrite_header(root: Path, first_identity: int, end_identity: int) -> None:
-    """Overwrite the fixed-size header record 0 in place with the final identity range."""
-    header = frame_record(pack_payload([float(first_identity), float(end_identity)]))
-    with (root / "train.rec").open("r+b") as fh:
-        fh.seek(0)
-        placeholder = fh.read(len(header))
-        if len(placeholder) != len(header) or placeholder[:4] != _MAGIC_BYTES:
-            raise RecordIOError(f"{root / 'train.rec'}: header placeholder not found while finalising")
-        fh.seek(0)
-        fh.write(header)
 
 
 @dataclass(frozen=True)
@@ -714,11 +814,15 @@ def pack_image_folder(folder: str | os.PathLike, out_root: str | os.PathLike) ->
 
     Raises:
         FileNotFoundError: If ``folder`` does not exist.
-        ValueError: If an image cannot be decoded (naming it) or no images are found.
+        facexai.writing.OverwriteInputError: If ``out_root`` is ``folder`` or inside it (the output
+            would land among the images it is made from).
+        ValueError: If an image cannot be decoded (naming it) or no images are found; an existing
+            set in ``out_root`` is then left as it was.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
+    refuse_inputs(out_root, [folder], what="pack-rec output folder")
     classes = _identity_files(folder)
     if not classes:
         raise ValueError(f"{folder}: no identity subfolders with images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -743,6 +847,10 @@ def _checked_samples(classes: list[tuple[str, list[Path]]]) -> Iterator[tuple[by
     for label, (_, files) in enumerate(classes):
         for path in files:
             data = path.read_bytes()
-            if decode_image(data) is None:
+            try:
+                decoded = decode_bgr(data)
+            except files.ImageFileError as exc:
+                raise files.ImageFileError(f"{path}: {exc}") from None
+            if decoded is None:
                 raise ValueError(f"{path}: not a decodable image")
             yield data, label

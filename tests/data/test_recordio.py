@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import pickle
+import resource
 import struct
+import time
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import cv2
@@ -13,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from facexai import files
 from facexai.data.recordio import (
     MAGIC,
     IndexedRecordReader,
@@ -21,10 +26,14 @@ from facexai.data.recordio import (
     RecordIOWriter,
     frame_record,
     pack_image_folder,
+    decode_image,
+    encode_image,
     pack_payload,
     unpack_payload,
     write_face_records,
 )
+from facexai.files import ImageFileError
+from facexai.writing import OverwriteInputError
 
 COUNTS = (2, 1, 3)  # images per identity
 
@@ -290,3 +299,171 @@ def test_label_outside_header_range_names_record(tmp_path: Path) -> None:
         writer.write(2, pack_payload([1.0, 2.0]))
     with pytest.raises(RecordIOError, match=r"record 1: label 7 outside"):
         RecordIODataset(tmp_path / "bad")[0]
+
+
+# --------------------------------------------------------------------------- hostile headers (issue 14)
+
+
+def _rec_with_header(root: Path, header: bytes, images: int = 2, image_label: float | list[float] = 0.0) -> Path:
+    """A set whose record 0 is the raw ``header`` payload, then ``images`` image records."""
+    rng = np.random.default_rng(6)
+    with RecordIOWriter(root) as writer:
+        writer.write(0, header)
+        for key in range(1, images + 1):
+            writer.write_image(key, _image(rng), image_label)
+    return root
+
+
+def _raw_header(flag: int, labels: list[float], scalar: float = 0.0) -> bytes:
+    return struct.pack("<IfQQ", flag, scalar, 0, 0) + np.asarray(labels, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (_raw_header(2, [1e12, 1e12]), r"identity range .*first identity record 999999995904 .*only 3 records"),
+        (_raw_header(2, [3.0, 1e9]), r"999999997 identities but only 2 images"),
+        (_raw_header(1, [3.0]), r"flag 1: .*two labels"),
+        (_raw_header(2, [float("inf"), 4.0]), r"identity range .*not a whole number"),
+        (_raw_header(2, [float("nan"), 4.0]), r"identity range .*not a whole number"),
+        (_raw_header(2, [2.5, 4.0]), r"identity range .*not a whole number"),
+        (_raw_header(2, [3.0, 2.0]), r"invalid identity range"),
+    ],
+    ids=["huge-range", "more-identities-than-images", "flag-1", "inf", "nan", "fraction", "reversed"],
+)
+def test_header_fields_are_checked_against_the_file(tmp_path: Path, header: bytes, message: str) -> None:
+    root = _rec_with_header(tmp_path / "set", header)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordIOError, match=message) as info:
+            RecordIODataset(root)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert "train.rec: record 0" in str(info.value)
+    assert peak < 1 << 20  # before: np.arange over the claimed range (7 TiB for 1e12)
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [(float("inf"), "label inf is not a whole number"), (float("nan"), "label nan"), (1.5, "label 1.5"),
+     (-1.0, "label -1 outside")],
+)
+def test_image_labels_must_be_whole_finite_numbers(tmp_path: Path, label: float, message: str) -> None:
+    rng = np.random.default_rng(7)
+    with RecordIOWriter(tmp_path) as writer:
+        writer.write_image(0, _image(rng), label)
+    ds = RecordIODataset(tmp_path)
+    with pytest.raises(RecordIOError, match=rf"train\.rec: record 0: {message}"):
+        ds[0]
+    with pytest.raises(RecordIOError, match=message):
+        ds.num_classes
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (f"{2**63}\t0", r"key 9223372036854775808 outside 0\.\.2\^63-1"),
+        ("-1\t0", r"key -1 outside"),
+        (f"0\t{2**63}", r"offset 9223372036854775808 outside"),
+        ("0\t" + "9" * 5000, r" is not '<key>"),
+    ],
+    ids=["key-above-int64", "negative-key", "offset-above-int64", "5000-digit-offset"],
+)
+def test_index_fields_outside_int64_name_file_and_line(packed, line: str, message: str) -> None:
+    root, _, _ = packed
+    (root / "train.idx").write_text(line + "\n")
+    with pytest.raises(RecordIOError, match=rf"train\.idx: line 1.*{message}") as info:
+        RecordIODataset(root)
+    assert len(str(info.value)) < 400  # a hostile line is quoted shortened
+
+
+def test_header_record_without_labels_is_named(tmp_path: Path) -> None:
+    # flag 3 but the payload ends after the header: the label array is cut off
+    root = _rec_with_header(tmp_path / "set", struct.pack("<IfQQ", 3, 0.0, 0, 0))
+    with pytest.raises(RecordIOError, match=r"train\.rec: record 0: IRHeader announces 3 labels"):
+        RecordIODataset(root)
+
+
+# --------------------------------------------------------------------------- writers keep data (issue 14)
+
+
+def test_failed_pack_keeps_the_previous_set_and_leaves_no_temporaries(face_folder, tmp_path: Path) -> None:
+    root = face_folder[0]
+    out = tmp_path / "out"
+    pack_image_folder(root, out)
+    before = {name: (out / name).read_bytes() for name in ("train.rec", "train.idx")}
+    (root / "id2" / "zz_broken.png").write_bytes(b"\x89PNG but not really")  # found after other images
+    with pytest.raises(ValueError, match=r"zz_broken\.png: not a decodable image"):
+        pack_image_folder(root, out)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["train.idx", "train.rec"]
+
+
+def test_writer_error_inside_the_block_keeps_previous_files(tmp_path: Path) -> None:
+    with RecordIOWriter(tmp_path) as writer:
+        writer.write(0, pack_payload(1.0, b"old"))
+    before = (tmp_path / "train.rec").read_bytes()
+    with pytest.raises(ValueError, match="written twice"), RecordIOWriter(tmp_path) as writer:
+        writer.write(0, pack_payload(2.0, b"new"))
+        writer.write(0, pack_payload(2.0, b"new"))
+    assert (tmp_path / "train.rec").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.idx", "train.rec"]
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["same-folder", "subfolder"])
+def test_pack_refuses_to_write_into_its_input_folder(face_folder, inside: bool) -> None:
+    root = face_folder[0]
+    out = root / "packed" if inside else root
+    with pytest.raises(OverwriteInputError, match=r"would overwrite the input"):
+        pack_image_folder(root, out)
+    assert not (out / "train.rec").exists()
+
+
+# --------------------------------------------------------------------------- decompression bombs (issue 14)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR (valid CRC) claims ``width`` x ``height`` but whose data is one empty row."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_decode_refuses_images_above_the_pixel_limit_before_decoding(tmp_path: Path) -> None:
+    bomb = _png_header_only(20_000, 20_000)  # 400 megapixels, 1.2 GB decoded, 60 bytes on disk
+    with pytest.raises(ImageFileError, match=r"400000000 pixels.*MAX_IMAGE_PIXELS"):
+        decode_image(bomb)
+    with RecordIOWriter(tmp_path) as writer:
+        writer.write_image(0, bomb, 0)
+    with pytest.raises(RecordIOError, match=r"train\.rec: record 0: .*400000000 pixels"):
+        RecordIODataset(tmp_path)[0]
+
+
+def test_pixel_limit_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _image(np.random.default_rng(8), 12, 10)
+    assert decode_image(encode_image(image)).shape == (12, 10, 3)
+    monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageFileError, match=r"10x12 .*120 pixels"):
+        decode_image(encode_image(image))
+
+
+def test_between_our_limit_and_pillows_the_size_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImageFileError, match=r"11000x11000 image has 121000000 pixels"):
+        decode_image(_png_header_only(11_000, 11_000))
+
+
+def test_png_chunk_longer_than_the_data_is_not_handed_to_opencv() -> None:
+    # fuzz case 1561 (huge_number, seed 1414) of test_fuzz_bin: an IDAT length of 2**32 - 1 in a
+    # 900-byte PNG made OpenCV 5 allocate 4 GiB and spend ~9 s before giving up
+    png = bytearray(encode_image(_image(np.random.default_rng(9), 16, 16)))
+    idat = png.index(b"IDAT") - 4
+    png[idat : idat + 4] = b"\xff\xff\xff\xff"
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    assert decode_image(bytes(png)) is None
+    assert time.perf_counter() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 256 << 10  # KiB: < 256 MiB
