@@ -18,6 +18,7 @@ _LAZY = {
     "to_onnx": "facexai.export.onnx",
     "export_onnx": "facexai.export.onnx",
     "ExportResult": "facexai.export.onnx",
+    "ExportError": "facexai.export.errors",
     "EXPORTABLE_EXPLAINERS": "facexai.export.explained",
     "ExportMetadata": "facexai.export.metadata",
     "read_metadata": "facexai.export.metadata",

@@ -46,6 +46,7 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from facexai.explain import ClassTarget, Explainer, SimilarityTarget, create_explainer
 from facexai.explain.base import explanation_mode, postprocess
 from facexai.explain.layers import get_layer
+from facexai.export.errors import ExportError
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def trace_explained(
     tracing, re-traces one sample and wraps it in a Scan over the batch.
 
     Raises:
-        ValueError: the explainer's code cannot be traced (names the source line).
+        ExportError: the explainer's code cannot be traced (names the source line; a ValueError).
     """
     graph = _trace(explainer, net, task, example_inputs(task, TRACE_BATCH, input_size, width))
     if _batch_is_symbolic(graph):
@@ -314,7 +315,7 @@ def _trace(explainer: Explainer, net: nn.Module, task: str, example: tuple[Tenso
                 fn, decomposition_table=_decompositions(), tracing_mode="symbolic", _allow_non_fake_inputs=True
             )(*example)
     except Exception as err:  # tracing raises many internal types; re-raised with the user's line
-        raise ValueError(
+        raise ExportError(
             _not_exportable(explainer.name, f"tracing failed at {_user_frame(err)}: {type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}")
         ) from err

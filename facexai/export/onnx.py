@@ -23,6 +23,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -36,9 +38,11 @@ import facexai
 from facexai.explain import Explainer
 from facexai.export import explained as ex
 from facexai.export import parity
+from facexai.export.errors import ExportError
 from facexai.export.input_size import insightface_note, resolve_input_size
 from facexai.export.insightface import insightface_normalisation
 from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
+from facexai.writing import atomic_path, refuse_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +111,21 @@ def export_onnx(
         checkpoint: the checkpoint the weights came from; its sha256 goes into the metadata.
         tolerance: largest tolerated |onnxruntime - PyTorch| in the parity check.
 
+    The file is written beside ``path`` and renamed onto it only once every check passed, so a
+    failed export leaves a previous file at ``path`` untouched.
+
     Raises:
-        ValueError: bad task, input size, input format or an explainer that cannot be exported;
-            also when the parity check fails.
+        ValueError: bad task, input size, input format or an explainer that cannot be exported.
+        OverwriteInputError: ``path`` is the ``checkpoint`` (a ValueError).
+        ExportError: torch.onnx cannot export the model (names the model and, where the exporter
+            says, the operator or the source line), the model is not deterministic in eval mode,
+            or the graph does not match PyTorch (a ValueError).
     """
     net, task = _network_and_task(model, task)
     input_size = resolve_input_size(model, input_size)
     explainer = _check_options(input_format, explainer, explainer_options, tolerance)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_inputs(path, [checkpoint], what="output")
     with _eval_mode(net):
         width = _output_width(net, input_size)
         meta = _base_metadata(model, task, input_size, input_format, width, class_names, checkpoint)
@@ -124,11 +134,57 @@ def export_onnx(
         if explainer is not None:
             explainer = ex.with_resolved_layer(explainer, net, torch.zeros(1, 3, input_size, input_size))
             meta = _explained_metadata(meta, explainer)
+        return _write_atomically(net, path, meta, explainer, tolerance)
+
+
+def _write_atomically(
+    net: nn.Module, path: Path, meta: ExportMetadata, explainer: Explainer | None, tolerance: float
+) -> ExportResult:
+    """Export into a hidden sibling file and rename it onto ``path`` only when every check passed.
+
+    Before, the export wrote ``path`` itself and deleted it on failure, which destroyed a good
+    file from an earlier export. A failed or interrupted export now leaves no trace.
+    """
+    with atomic_path(path) as partial:
         try:
-            return _write_checked(net, path, meta, explainer, tolerance)
+            result = _write_checked(net, partial, meta, explainer, tolerance)
+            _move_external_data(partial, path)
         except BaseException:
-            _remove(path)  # a file that failed its checks must not look like a usable export
+            _external_data(partial).unlink(missing_ok=True)
             raise
+    logger.info("exported %s (parity max abs diff %.3g)", path, result.parity.worst)
+    return replace(result, path=path)
+
+
+def _external_data(path: Path) -> Path:
+    """Where the exporter puts the weights of a graph over protobuf's limit: ``<name>.data``."""
+    return path.with_name(path.name + ".data")
+
+
+def _move_external_data(partial: Path, target: Path) -> None:
+    """Point the partial graph's external tensors at ``<target>.data`` and move that file there."""
+    data = _external_data(partial)
+    if not data.exists():
+        return
+    model = onnx.load(str(partial), load_external_data=False)
+    for tensor in _graph_tensors(model.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = _external_data(target).name
+    onnx.save(model, str(partial))
+    os.replace(data, _external_data(target))
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of a graph: initializers and tensor attributes, subgraphs (Scan bodies) included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _graph_tensors(subgraph)
 
 
 def _check_options(
@@ -170,13 +226,7 @@ def _write_checked(
     floor = max(report.noise_floor.values()) if report.noise_floor else None
     meta = replace(meta, parity_max_abs_diff=report.worst, parity_noise_floor=floor)
     _finalise(path, meta)
-    logger.info("exported %s (parity max abs diff %.3g)", path, report.worst)
     return ExportResult(path, meta, report)
-
-
-def _remove(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".data")):
-        leftover.unlink(missing_ok=True)
 
 
 def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, str]:
@@ -277,7 +327,7 @@ class PlainGraph(nn.Module):
 def _export_plain(net: nn.Module, path: Path, meta: ExportMetadata, tolerance: float) -> parity.ParityReport:
     raw = meta.input_format == "raw_pixels"
     example = (torch.randn(2, 3, meta.input_size, meta.input_size) * (127.5 if raw else 1.0),)
-    _torch_export(PlainGraph(net, raw).eval(), example, path, meta, _weight_bytes(net))
+    _torch_export(PlainGraph(net, raw).eval(), example, path, meta, _weight_bytes(net), type(net).__name__)
     _check_graph(path, meta)
     reference = parity.plain_reference(net, meta.output_names[0])
     return parity.check_parity(path, reference, None, meta.input_size, raw, tolerance)
@@ -289,7 +339,7 @@ def _export_explained(
     width = meta.embedding_size or meta.num_classes
     module = ex.trace_explained(explainer, net, meta.task, meta.input_size, width).eval()
     example = ex.example_inputs(meta.task, ex.TRACE_BATCH, meta.input_size, width)
-    _torch_export(module, example, path, meta, _weight_bytes(net))
+    _torch_export(module, example, path, meta, _weight_bytes(net), f"{type(net).__name__} with {explainer.name}")
     _check_graph(path, meta)
     reference = parity.explained_reference(net, explainer, meta.task)
     return parity.check_parity(path, reference, parity.target_maker(net, meta.task), meta.input_size, False, tolerance)
@@ -300,30 +350,68 @@ def _weight_bytes(net: nn.Module) -> int:
 
 
 def _torch_export(
-    module: nn.Module, example: tuple[Tensor, ...], path: Path, meta: ExportMetadata, weight_bytes: int
+    module: nn.Module, example: tuple[Tensor, ...], path: Path, meta: ExportMetadata, weight_bytes: int, name: str
 ) -> None:
     """``torch.onnx.export(dynamo=True)`` with one dynamic batch dimension shared by all inputs.
 
     Weights go into the ``.onnx`` file itself (one file to deploy) unless protobuf's 2 GB limit
     is near; then they are written to ``<name>.data`` beside it.
+
+    Raises:
+        ExportError: the exporter failed; names the model (``name``) and the operator or source
+            line the exporter blames (its own message is pages of advice for torch developers).
     """
     batch = torch.export.Dim("batch", min=1, max=65536)
     captured = io.StringIO()  # the exporter prints progress lines; a library must not
-    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
-        # inputs sharing the batch Dim make the exporter note that it keeps one name: expected
-        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            dynamo=True,
-            dynamic_shapes=tuple({0: batch} for _ in example),
-            input_names=list(meta.input_names),
-            output_names=list(meta.output_names),
-            external_data=weight_bytes > EXTERNAL_DATA_BYTES,
-            verbose=False,
-        )
-    logger.debug("torch.onnx.export output:\n%s", captured.getvalue())
+    try:
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            # inputs sharing the batch Dim make the exporter note that it keeps one name: expected
+            warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                dynamo=True,
+                dynamic_shapes=tuple({0: batch} for _ in example),
+                input_names=list(meta.input_names),
+                output_names=list(meta.output_names),
+                external_data=weight_bytes > EXTERNAL_DATA_BYTES,
+                verbose=False,
+            )
+    except Exception as err:  # TorchExportError, ConversionError, and torch internals they do not wrap
+        raise ExportError(f"torch.onnx could not export {name}: {export_failure(err)}") from err
+    finally:
+        logger.debug("torch.onnx.export output:\n%s", captured.getvalue())
+
+
+#: how the exporter names an operator it cannot translate, and the user line torch.export blames
+OPERATOR = re.compile(r"OpOverload\(op='([\w.]+)'|target=torch\.ops\.([\w.]+?)(?:\.default)?\]|(aten::\w+)")
+USER_LINE = re.compile(r'The following call raised this error:\s*File "([^"]+)", line (\d+)[^\n]*\n\s*(.+)')
+
+
+def export_failure(err: BaseException) -> str:
+    """The cause of an exporter failure in one line: operator or source line, and the first message line.
+
+    The exporter wraps the real error (``DispatchError``, ``GuardOnDataDependentSymNode``, ...)
+    in ``__cause__`` chains; the innermost one says what went wrong.
+    """
+    chain = [err]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    text = "\n".join(str(e) for e in chain)
+    root = chain[-1]
+    summary = f"{type(root).__name__}: {_first_line(str(root))}"
+    if (found := OPERATOR.search(text)) is not None:
+        operator = next(group for group in found.groups() if group)
+        return f"operator {operator} has no ONNX translation ({summary})"
+    if (line := USER_LINE.search(text)) is not None:
+        return f"torch.export cannot follow {line[1]}:{line[2]} ({line[3].strip()}): {summary}"
+    return summary
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
 
 
 def _check_graph(path: Path, meta: ExportMetadata) -> None:

@@ -17,19 +17,54 @@ CLASSIFIER_SIZE = 64
 PAIRS_TEXT = "4\nid0 1 2\nid1 1 2\nid0 1 id1 2\nid2 1 id0 2\n"
 
 
-def seed_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BatchNorm statistics and affine, so eval mode is not (nearly) the identity."""
+def seed_norms(model: nn.Module, seed: int = 0, side: int | None = None) -> nn.Module:
+    """BatchNorm as in a trained network: a random affine, running statistics measured on faces.
+
+    Random affine parameters keep eval mode from being (nearly) the identity. The running
+    statistics are then calibrated (:func:`calibrate_norms`): statistics that do not match the
+    activations make FG-CAM's ratio rules divide by near-cancelling contributions, and its map
+    then moves under float32 rounding of the input, so no export could be checked at 1e-4.
+    ``side`` defaults to the side the model declares (112 if none).
+    """
+    from facexai.export.input_size import resolve_input_size
+
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                if module.weight is not None and module.weight.requires_grad:
-                    module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
-                if module.bias is not None:
-                    module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+        for module in norms(model):
+            n = module.num_features
+            if module.weight is not None and module.weight.requires_grad:
+                module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
+            if module.bias is not None:
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return calibrate_norms(model, side or resolve_input_size(model, None), seed)
+
+
+def norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def calibrate_norms(model: nn.Module, side: int, seed: int = 0, batches: int = 4, batch_size: int = 16) -> nn.Module:
+    """Running statistics from train-mode forwards on synthetic faces (cumulative average), then eval.
+
+    ``momentum=None`` averages every batch equally, as a long training run converges to; the
+    faces are normalised as the parity check and training feed them.
+    """
+    from facexai.data.transforms import normalise
+
+    layers = norms(model)
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    model.train()
+    for batch in range(batches):
+        labels = torch.arange(batch_size) % 8
+        identities = sample_identities(8, torch.Generator().manual_seed(1000 + seed))
+        faces, _ = generate_faces(labels, identities, side, seed=2000 + 10 * seed + batch)
+        model(torch.stack([normalise(face) for face in faces]))
+    for layer in layers:
+        layer.momentum = 0.1
     return model.eval()
 
 
@@ -46,7 +81,7 @@ def make_classifier(seeded_norms: bool = True) -> ClassifierModule:
     """timm resnet10t with five named classes (used at 64 px)."""
     torch.manual_seed(1)
     module = ClassifierModule(backbone="resnet10t", num_classes=5, class_names=["a", "b", "c", "d", "e"])
-    return seed_norms(module, 1) if seeded_norms else module.eval()
+    return seed_norms(module, 1, CLASSIFIER_SIZE) if seeded_norms else module.eval()
 
 
 def save_checkpoint(module: nn.Module, path: Path) -> Path:
