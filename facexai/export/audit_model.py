@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facexai.export.insightface import file_normalisation
-from facexai.export.metadata import PREFIX, ExportMetadata, MetadataError, first_line
+from facexai.export.metadata import PREFIX, ExportMetadata, MetadataError, first_line, session_props
 
 #: the insightface ArcFace convention for models without facexai metadata
 DEFAULT_MEAN = 127.5
@@ -101,8 +101,7 @@ class OnnxFaceModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX file not found: {self.path}")
         self.session = _open_session(self.path)
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = _facexai_metadata(props, self.path)
+        self.meta = _facexai_metadata(self.session, self.path)
         image, output = _check_signature(self.session, self.meta, self.path)
         self.input_name, self.output_name = image.name, output.name
         self.dtype = FLOAT_TYPES[image.type]
@@ -233,11 +232,12 @@ def _open_session(path: Path) -> ort.InferenceSession:
         raise AuditModelError(f"{path} is not a loadable ONNX model: {first_line(err)}") from err
 
 
-def _facexai_metadata(props: dict[str, str], path: Path) -> ExportMetadata | None:
+def _facexai_metadata(session: ort.InferenceSession, path: Path) -> ExportMetadata | None:
     """The facexai contract when the file has any ``facexai.`` key (then it must be complete)."""
-    if not any(key.startswith(PREFIX) for key in props):
-        return None
     try:
+        props = session_props(session, path)
+        if not any(key.startswith(PREFIX) for key in props):
+            return None
         meta = ExportMetadata.from_props(props, str(path))
     except MetadataError as err:
         raise AuditModelError(str(err)) from err

@@ -288,7 +288,22 @@ def read_metadata(path: str | Path) -> ExportMetadata:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
         raise MetadataError(f"{path} is not a loadable ONNX model: {first_line(err)}") from err
-    return ExportMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+    return ExportMetadata.from_props(session_props(session, path), str(path))
+
+
+def session_props(session: Any, path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an onnxruntime session as text.
+
+    onnxruntime hands them over as raw bytes converted on access: a file whose keys or values
+    are not valid UTF-8 (found by fuzzing: one flipped bit) raised ``UnicodeDecodeError``.
+
+    Raises:
+        MetadataError: the metadata is not valid UTF-8.
+    """
+    try:
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError as err:
+        raise MetadataError(f"{path} has ONNX metadata that is not valid UTF-8 ({err.reason} at byte {err.start})") from err
 
 
 def first_line(err: BaseException) -> str:

@@ -185,3 +185,13 @@ def test_a_failed_rewrite_keeps_the_previous_report(tmp_path: Path, monkeypatch)
         assert after == before, name
         json.loads(after["report.json"])
         assert not [p for p in out.rglob(".*") if "partial" in p.name]
+
+
+def test_metadata_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """Found by tests/fuzz/test_fuzz_onnx_metadata.py: onnxruntime's metadata map raised UnicodeDecodeError."""
+    path = tiny_face_onnx(tmp_path / "latin1.onnx", props={"facexai.version": "QQQQ"})
+    path.write_bytes(path.read_bytes().replace(b"QQQQ", b"\xff\xfeQQ"))
+    with pytest.raises(MetadataError, match="metadata that is not valid UTF-8"):
+        read_metadata(path)
+    with pytest.raises(AuditModelError, match="metadata that is not valid UTF-8"):
+        OnnxFaceModel(path)
