@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import struct
 import tracemalloc
@@ -20,6 +21,10 @@ from typing import Any
 #: cases per reader in the default suite and under ``-m slow``
 DEFAULT_CASES = 300
 SLOW_CASES = 3000
+#: growth of the process's peak resident memory allowed on top of ``memory_bound``: first use of
+#: a codec or plugin maps libraries and caches (tracemalloc misses C/C++ allocations, e.g. a
+#: decoder sizing a buffer by a forged length, so peak RSS is checked as well)
+RSS_SLACK = 64 << 20
 
 
 def _truncate(data: bytes, rng: random.Random) -> bytes:
@@ -119,9 +124,11 @@ def check_reader(
             only where that is the reader's documented error.
         label: names the case in assertion messages.
         memory_bound: the most bytes Python may allocate at peak while reading (tracemalloc also
-            sees numpy buffers), e.g. a small multiple of the file size plus decoded images.
+            sees numpy buffers), e.g. a small multiple of the file size plus decoded images; the
+            process's peak RSS may grow by at most this plus :data:`RSS_SLACK`.
         seconds: time limit; a longer read counts as a hang.
     """
+    rss_before = _peak_rss()
     tracemalloc.start()
     try:
         with time_limit(seconds):
@@ -138,10 +145,28 @@ def check_reader(
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak <= memory_bound, f"{label}: peak Python memory {peak} B over the bound {memory_bound} B"
+    rss_growth = _peak_rss() - rss_before
+    assert rss_growth <= memory_bound + RSS_SLACK, (
+        f"{label}: peak resident memory grew by {rss_growth} B, over the bound {memory_bound} B + {RSS_SLACK} B"
+    )
     return outcome
+
+
+def _peak_rss() -> int:
+    """The process's peak resident memory in bytes (Linux reports KiB); it only ever grows, so a
+    case that raises it by more than the bound allocated that much itself."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def write(path: os.PathLike | str, data: bytes) -> None:
     """Write a case's bytes (helper so fuzz modules read alike)."""
     with open(path, "wb") as handle:
         handle.write(data)
+
+
+def preload_image_plugins() -> None:
+    """Import every Pillow plugin now: Pillow imports them on the first file it cannot identify,
+    and those imports (about 1 MB) would otherwise count against that case's memory bound."""
+    from PIL import Image
+
+    Image.init()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzz_cases import DEFAULT_CASES, SLOW_CASES, check_reader, mutations, write
+from fuzz_cases import DEFAULT_CASES, SLOW_CASES, check_reader, mutations, preload_image_plugins, write
 
 from facexai.data.recordio import encode_image
 from facexai.data.verification_bin import VerificationBinError, load_verification_bin
@@ -100,6 +100,9 @@ def _run(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     path = tmp_path / "fuzz.bin"
     outcomes = {"ok": 0, "refused": 0}
     valid = _valid_bin()
+    write(path, valid)
+    load_verification_bin(path)  # first-use imports happen here, not inside a measured case
+    preload_image_plugins()
     every = [*mutations(valid, cases, seed), *_pickle_cases(cases // 3, seed)]
     for label, data in every:
         write(path, data)
