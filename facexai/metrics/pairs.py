@@ -8,13 +8,17 @@ for the protocol (CorrRISE / FAME).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from facexai.metrics._base import check_baseline_name, settings_name
+from facexai.metrics._sync import fill_empty_cat_states
 from facexai.metrics.functional._checks import check_steps
 from facexai.metrics.functional.pairs import _pair_curve_compute, _pair_curve_update
 
@@ -54,6 +58,11 @@ class _PairCurveAUC(Metric):
         curves, issame = _pair_curve_update(curves, issame, self.steps)
         self.curves.append(curves)
         self.issame.append(issame)
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        """Gather the states; a process that saw no pair sends typed empty states (see fill_empty_cat_states)."""
+        fill_empty_cat_states(self, {"curves": torch.empty(0, self.steps + 1), "issame": torch.empty(0, dtype=torch.long)})
+        super()._sync_dist(dist_sync_fn, process_group)
 
     def _result(self) -> tuple[Tensor, Tensor, Tensor]:
         return _pair_curve_compute(dim_zero_cat(self.curves), dim_zero_cat(self.issame), self.mode)

@@ -12,6 +12,7 @@ are small tensor computations on top of them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -23,6 +24,8 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
+
+from facexai.metrics._sync import fill_empty_cat_states
 
 VERIFICATION_KEYS = (
     "roc_auc",
@@ -310,12 +313,6 @@ class PairVerificationMetrics(Metric):
     scores: list[Tensor]
     issame: list[Tensor]
     index: list[Tensor]
-    #: dtypes of the "cat" states, for processes that saw no pair (see ``_sync_dist``)
-    _STATE_DTYPES: ClassVar[dict[str, torch.dtype]] = {
-        "scores": torch.float32,
-        "issame": torch.long,
-        "index": torch.long,
-    }
 
     def __init__(self, n_folds: int = 10, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -372,22 +369,18 @@ class PairVerificationMetrics(Metric):
             scores, issame = _in_index_order(scores, issame, index)
         elif self._to_sync and _distributed(self.process_group) and not self._warned_order:
             self._warned_order = True
-            rank_zero_warn(
-                f"{type(self).__name__}: no pair index was given, so the {self.n_folds}-fold accuracy "
-                "uses the gather order (rank by rank, with the sampler's padding), and its folds "
-                "depend on the number of processes; pass update(..., index=pair positions)"
-            )
+            if dist.get_rank(self.process_group) == 0:  # the process group's rank, not an env variable
+                warnings.warn(
+                    f"{type(self).__name__}: no pair index was given, so the {self.n_folds}-fold accuracy "
+                    "uses the gather order (rank by rank, with the sampler's padding), and its folds "
+                    "depend on the number of processes; pass update(..., index=pair positions)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         return _verification_compute(scores, issame, self.n_folds, strict=False)
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
-        """Gather the states; a process that saw no pair sends empty tensors of the right dtype.
-
-        torchmetrics sends an empty list state as an empty float32 tensor, but all_gather needs
-        the dtype the other processes send (int64 labels and indices), so a rank whose share of
-        the data was empty would make the gather fail instead of contributing nothing.
-        """
-        for name, dtype in self._STATE_DTYPES.items():
-            state = getattr(self, name)
-            if isinstance(state, list) and not state:
-                setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
+        """Gather the states; a process that saw no pair sends typed empty states (see fill_empty_cat_states)."""
+        empty = torch.empty(0)
+        fill_empty_cat_states(self, {"scores": empty.float(), "issame": empty.long(), "index": empty.long()})
         super()._sync_dist(dist_sync_fn, process_group)
