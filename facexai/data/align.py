@@ -10,6 +10,11 @@ order left eye, right eye, nose, left mouth corner, right mouth corner (image co
 
 * CSV: ``filename,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5`` (an optional header line is skipped);
 * JSON: ``{"filename": [[x1, y1], ..., [x5, y5]], ...}``.
+
+Landmark files come from outside (detectors, downloads), so every malformed entry raises
+:class:`LandmarksFileError` naming the file and line or key, never another exception type, and
+:func:`align_folder` refuses to write into its source folder and replaces each output image
+atomically.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 import math
 import os
+import reprlib
 import warnings
 from pathlib import Path, PurePosixPath
 
@@ -26,11 +32,17 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from facexai.data.recordio import IMAGE_EXTENSIONS
+from facexai.data.recordio import IMAGE_EXTENSIONS, decode_bgr
+from facexai.files import ImageFileError
+from facexai.writing import atomic_path, refuse_inputs
 
 log = logging.getLogger(__name__)
 
 _TEMPLATE_SIZES = (112, 128)
+
+
+class LandmarksFileError(ValueError):
+    """A landmarks file is malformed; the message names the file and the line (CSV) or key (JSON)."""
 
 
 def _face_align():
@@ -97,8 +109,8 @@ def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: Naming the file and the line (CSV) or key (JSON) of a malformed entry, or an
-            unsupported extension.
+        LandmarksFileError: Naming the file and the line (CSV) or key (JSON) of a malformed entry,
+            text that is not UTF-8, or an unsupported extension.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,23 +120,37 @@ def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return _read_csv(path)
     if suffix == ".json":
         return _read_json(path)
-    raise ValueError(f"{path}: unsupported landmarks format {suffix!r}; use .csv or .json")
+    raise LandmarksFileError(f"{path}: unsupported landmarks format {suffix!r}; use .csv or .json")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LandmarksFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
     result: dict[str, np.ndarray] = {}
-    with path.open("r", newline="", encoding="utf-8") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if line_no == 1 and _is_header(row):
-                continue
-            where = f"{path}: line {line_no}"
-            if len(row) != 11:
-                raise ValueError(f"{where}: expected 11 columns (filename,x1,y1,...,x5,y5), got {len(row)}")
-            values = _parse_numbers(row[1:], where)
-            _add_entry(result, row[0].strip(), np.asarray(values, dtype=np.float32).reshape(5, 2), where)
+    reader = csv.reader(_read_text(path).splitlines())
+    try:
+        for row in reader:
+            _csv_row(result, row, reader.line_num, path)
+    except csv.Error as exc:  # e.g. a field above csv's 128 KiB limit
+        raise LandmarksFileError(f"{path}: line {reader.line_num}: {exc}") from None
     return result
+
+
+def _csv_row(result: dict[str, np.ndarray], row: list[str], line_no: int, path: Path) -> None:
+    if not row or all(not cell.strip() for cell in row):
+        return
+    if line_no == 1 and _is_header(row):
+        return
+    where = f"{path}: line {line_no}"
+    if len(row) != 11:
+        raise LandmarksFileError(f"{where}: expected 11 columns (filename,x1,y1,...,x5,y5), got {len(row)}")
+    values = _parse_numbers(row[1:], where)
+    _add_entry(result, row[0].strip(), np.asarray(values, dtype=np.float32).reshape(5, 2), where)
 
 
 def _is_header(row: list[str]) -> bool:
@@ -140,28 +166,31 @@ def _parse_numbers(cells: list[str], where: str) -> list[float]:
     try:
         values = [float(cell) for cell in cells]
     except ValueError:
-        raise ValueError(f"{where}: coordinates must be numbers, got {cells}") from None
+        raise LandmarksFileError(f"{where}: coordinates must be numbers, got {reprlib.repr(cells)}") from None
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{where}: coordinates must be finite, got {cells}")
+        raise LandmarksFileError(f"{where}: coordinates must be finite, got {reprlib.repr(cells)}")
     return values
 
 
 def _read_json(path: Path) -> dict[str, np.ndarray]:
+    text = _read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        data = json.loads(text)
+    except RecursionError:
+        raise LandmarksFileError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer above Python's 4300-digit limit
+        raise LandmarksFileError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object {{filename: [[x, y] * 5]}}, got {type(data).__name__}")
+        raise LandmarksFileError(f"{path}: expected an object {{filename: [[x, y] * 5]}}, got {type(data).__name__}")
     result: dict[str, np.ndarray] = {}
     for name, points in data.items():
-        where = f"{path}: entry {name!r}"
+        where = f"{path}: entry {reprlib.repr(name)}"
         if not (
             isinstance(points, list) and len(points) == 5 and all(isinstance(p, list) and len(p) == 2 for p in points)
         ):
-            raise ValueError(f"{where}: expected five [x, y] pairs, got {points!r}")
+            raise LandmarksFileError(f"{where}: expected five [x, y] pairs, got {reprlib.repr(points)}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p):
-            raise ValueError(f"{where}: coordinates must be numbers, got {points!r}")
+            raise LandmarksFileError(f"{where}: coordinates must be numbers, got {reprlib.repr(points)}")
         values = _parse_numbers([str(v) for p in points for v in p], where)
         _add_entry(result, name.strip(), np.asarray(values, dtype=np.float32).reshape(5, 2), where)
     return result
@@ -170,13 +199,17 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
 def _add_entry(result: dict[str, np.ndarray], name: str, points: np.ndarray, where: str) -> None:
     """Store one entry, refusing empty, duplicate or escaping paths (they would write outside dst)."""
     if not name:
-        raise ValueError(f"{where}: empty filename")
+        raise LandmarksFileError(f"{where}: empty filename")
+    if "\0" in name:
+        raise LandmarksFileError(f"{where}: filename {reprlib.repr(name)} contains a NUL byte")
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or ".." in pure.parts:
-        raise ValueError(f"{where}: filename {name!r} must be relative to the image folder, without '..'")
+        raise LandmarksFileError(
+            f"{where}: filename {reprlib.repr(name)} must be relative to the image folder, without '..'"
+        )
     key = pure.as_posix()
     if key in result:
-        raise ValueError(f"{where}: duplicate filename {name!r}")
+        raise LandmarksFileError(f"{where}: duplicate filename {reprlib.repr(name)}")
     result[key] = points
 
 
@@ -229,11 +262,15 @@ def align_folder(
 
     Raises:
         FileNotFoundError: If ``src``, the landmarks file, or a listed image is missing.
-        ValueError: For malformed landmark rows, images without a row, or unreadable images.
+        facexai.writing.OverwriteInputError: If ``dst`` is ``src`` or inside it (the originals
+            would be overwritten, or aligned images mixed with them).
+        ValueError: For malformed landmark rows (:class:`LandmarksFileError`), images without a
+            row, or unreadable or oversized images (:class:`facexai.files.ImageFileError`).
     """
     src, landmarks_file, dst = Path(src), Path(landmarks_file), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"image folder not found: {src}")
+    refuse_inputs(dst, [src], what="align --dst")
     landmarks = read_landmarks(landmarks_file)
     _check_coverage(src, landmarks_file, list(landmarks))
     for name, points in tqdm(landmarks.items(), desc="align", unit="img"):
@@ -243,10 +280,14 @@ def align_folder(
 
 
 def _align_one(source: Path, target: Path, points: np.ndarray, image_size: int) -> None:
-    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    """Align one image; the header is checked before decoding and the output replaced atomically."""
+    try:
+        image = decode_bgr(source.read_bytes())
+    except ImageFileError as exc:
+        raise ImageFileError(f"{source}: {exc}") from None
     if image is None:
-        raise ValueError(f"{source}: not a readable image")
+        raise ImageFileError(f"{source}: not a readable image")
     aligned = align_face(image, points, image_size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(target), aligned):
-        raise ValueError(f"{target}: OpenCV could not write the aligned image")
+    with atomic_path(target) as partial:  # keeps the suffix, so OpenCV picks the same format
+        if not cv2.imwrite(str(partial), aligned):
+            raise ValueError(f"{target}: OpenCV could not write the aligned image")

@@ -14,7 +14,11 @@ import pytest
 pytest.importorskip("insightface")
 from insightface.utils import face_align
 
-from facexai.data.align import align_face, align_folder, alignment_matrix, read_landmarks
+from facexai import files
+from facexai.data import align
+from facexai.data.align import LandmarksFileError, align_face, align_folder, alignment_matrix, read_landmarks
+from facexai.files import ImageFileError
+from facexai.writing import OverwriteInputError
 
 TEMPLATE = face_align.arcface_dst.astype(np.float64)
 
@@ -184,3 +188,68 @@ def test_align_folder_image_without_row_is_named(tmp_path: Path, src: Path, face
     csv_path.write_text(_row("id0/a.png", face[1]) + "\n")
     with pytest.raises(ValueError, match=r"1 image\(s\) have no landmark row in .*l\.csv: b\.png"):
         align_folder(src, csv_path, tmp_path / "dst")
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 14)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["dst-is-src", "dst-inside-src"])
+def test_align_refuses_to_write_over_its_source(tmp_path: Path, src: Path, face, inside: bool) -> None:
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text(_row("id0/a.png", face[1]) + "\n" + _row("b.png", face[1]) + "\n")
+    before = (src / "id0" / "a.png").read_bytes()
+    with pytest.raises(OverwriteInputError, match=r"would overwrite the input"):
+        align_folder(src, csv_path, src / "aligned" if inside else src)
+    assert (src / "id0" / "a.png").read_bytes() == before
+    assert not (src / "aligned").exists()
+
+
+def test_failed_write_keeps_the_previous_aligned_image(tmp_path: Path, src: Path, face, monkeypatch) -> None:
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text(_row("id0/a.png", face[1]) + "\n" + _row("b.png", face[1]) + "\n")
+    dst = tmp_path / "dst"
+    align_folder(src, csv_path, dst)
+    before = (dst / "id0" / "a.png").read_bytes()
+
+    def write_half(path: str, image: np.ndarray) -> bool:
+        Path(path).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(align.cv2, "imwrite", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        align_folder(src, csv_path, dst)
+    assert (dst / "id0" / "a.png").read_bytes() == before
+    assert sorted(p.name for p in (dst / "id0").iterdir()) == ["a.png"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a.png,1,2,3,4,5,6,7,8,9,10\n\xff\xfe\n", r"not UTF-8 text"),
+        (("a.png," + "1" * 200_000 + ",2,3,4,5,6,7,8,9,10\n").encode(), r"line 1: .*field"),
+        (b'{"a.png": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", r"nested too deeply|not valid JSON"),
+        (b'{"a.png": [[1, ' + b"9" * 5000 + b"], [1, 2], [1, 2], [1, 2], [1, 2]]}", r"not valid JSON"),
+    ],
+    ids=["not-utf8", "csv-field-too-long", "json-deep", "json-5000-digits"],
+)
+def test_malformed_landmark_files_raise_the_readers_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / ("bad.json" if content.startswith(b"{") else "bad.csv")
+    path.write_bytes(content)
+    with pytest.raises(LandmarksFileError, match=message) as info:
+        read_landmarks(path)
+    assert path.name in str(info.value) and len(str(info.value)) < 400
+
+
+def test_landmarks_error_is_a_value_error() -> None:
+    assert issubclass(LandmarksFileError, ValueError)
+
+
+def test_decompression_bomb_source_is_refused(tmp_path: Path, face, monkeypatch) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    cv2.imwrite(str(root / "a.png"), face[0])  # 240 x 240 = 57600 pixels
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text(_row("a.png", face[1]) + "\n")
+    monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 57_599)
+    with pytest.raises(ImageFileError, match=r"a\.png: .*240x240 .*57600 pixels"):
+        align_folder(root, csv_path, tmp_path / "dst")
