@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facexai.data.folders import ImageFileDataset, PairFileDataset, read_pairs, scan_class_folders
 from facexai.data.loaders import make_loader
+from facexai.data.tensor_datasets import IndexedPairs
 from facexai.data.transforms import build_augmentation
 
 
@@ -168,7 +169,8 @@ class FacePairsDataModule(pl.LightningDataModule):
         return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [make_loader(s, self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
+        """One loader per set; items carry their pair ``index`` (k-fold accuracy under DDP)."""
+        return [make_loader(IndexedPairs(s), self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
@@ -222,7 +224,8 @@ class InsightFaceDataModule(pl.LightningDataModule):
         return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [make_loader(s, self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
+        """One loader per set; items carry their pair ``index`` (k-fold accuracy under DDP)."""
+        return [make_loader(IndexedPairs(s), self.batch_size, self.num_workers, shuffle=False) for s in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

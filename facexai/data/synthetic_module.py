@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facexai.data.loaders import make_loader
 from facexai.data.synthetic import generate_faces, identity_seed, make_pairs, sample_identities
-from facexai.data.tensor_datasets import ImageTensorDataset, PairTensorDataset
+from facexai.data.tensor_datasets import ImageTensorDataset, IndexedPairs, PairTensorDataset
 from facexai.data.transforms import build_augmentation
 
 TASKS = ("verification", "classification")
@@ -21,8 +21,10 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
 
     Training yields ``{"image", "label", "mask"}`` for ``num_identities`` identities. Validation
     depends on ``task``: "verification" yields genuine/impostor pairs (``image_a``, ``image_b``,
-    ``issame``, ``mask_a``, ``mask_b``) of ``num_val_identities`` *unseen* identities, the open-set
-    protocol of face recognition; "classification" yields new images of the training identities.
+    ``issame``, ``mask_a``, ``mask_b`` and the pair's position ``index``, see
+    :class:`~facexai.data.tensor_datasets.IndexedPairs`) of ``num_val_identities`` *unseen*
+    identities, the open-set protocol of face recognition; "classification" yields new images
+    of the training identities.
 
     Args:
         task: "verification" or "classification".
@@ -98,7 +100,8 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return make_loader(self.val_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
+        val_set = IndexedPairs(self.val_set) if self.task == "verification" else self.val_set
+        return make_loader(val_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

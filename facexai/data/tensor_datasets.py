@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import albumentations as A
 import numpy as np
 import torch
@@ -63,6 +66,35 @@ class PairTensorDataset(Dataset):
         if self.masks is not None:
             item["mask_a"], item["mask_b"] = self.masks[a], self.masks[b]
         return item
+
+
+class IndexedPairs(Dataset):
+    """A pair dataset whose items also carry ``"index"``, the pair's position in the dataset.
+
+    The LFW-style k-fold accuracy splits the pairs into contiguous folds in dataset order.
+    Under DDP each process validates an interleaved, padded share of the pairs, and the
+    gathered scores arrive rank by rank; with the index ``PairVerificationMetrics`` puts them
+    back in dataset order and drops the padding, so the accuracy does not depend on the number
+    of processes. A wrapper rather than a field of every pair dataset: the data modules add it
+    to the validation loaders of any pair dataset (image files, ``.bin`` sets, tensors).
+
+    Args:
+        pairs: a map-style dataset of dict items (``image_a``, ``image_b``, ``issame``, ...).
+    """
+
+    def __init__(self, pairs: Dataset) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.pairs[index]
+        if not isinstance(item, Mapping):
+            raise TypeError(f"IndexedPairs needs dict items, got {type(item).__name__} from {type(self.pairs).__name__}")
+        if "index" in item:
+            raise ValueError(f"{type(self.pairs).__name__} items already have an 'index' key; IndexedPairs would overwrite it")
+        return {**item, "index": index}
 
 
 def _augment(image: Tensor, mask: Tensor | None, transform: A.Compose | None) -> tuple[Tensor, Tensor | None]:

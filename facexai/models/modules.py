@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -142,7 +143,9 @@ class VerificationModule(_TrainableModule):
     Training batches: ``image`` (N, 3, H, W) and identity ``label`` (N,). Validation batches are
     pairs: ``image_a``, ``image_b`` and ``issame``; each validation dataloader is one named
     verification set (the datamodule's ``val_set_names``), logged as ``val/<set>/<metric>``
-    (ROC AUC, EER, TAR@FAR and 10-fold accuracy).
+    (ROC AUC, EER, TAR@FAR and 10-fold accuracy). An optional ``index`` (the pair's position
+    in its set, added by facexai's data modules) makes the 10-fold accuracy independent of the
+    number of processes (see :class:`~facexai.metrics.PairVerificationMetrics`).
 
     A model users already have (an arcface_torch ``backbone.pth``, an insightface ONNX file, a
     facexai checkpoint) is wrapped with ``pretrained``, e.g. to fine-tune it, validate it on
@@ -246,16 +249,33 @@ class VerificationModule(_TrainableModule):
                 f"validation dataloader {dataloader_idx} has no name; the datamodule names "
                 f"{len(self.pair_metrics)} sets: {self.val_set_names}"
             )
-        self.pair_metrics[dataloader_idx].update(self.pair_scores(batch), batch["issame"].bool())
+        index = batch.get("index")
+        self.pair_metrics[dataloader_idx].update(self.pair_scores(batch), batch["issame"].bool(), index=index)
 
     def on_validation_epoch_end(self) -> None:
-        for name, metric in zip(self.val_set_names, self.pair_metrics, strict=True):
-            if not metric.update_called:
-                continue
-            values = metric.compute()
-            for key, value in values.items():
-                self.log(f"val/{name}/{key}", value, prog_bar=key == "roc_auc", add_dataloader_idx=False)
+        """Compute and log each set's metrics; a set is computed on every rank or on none.
+
+        ``compute()`` gathers the states across processes (a collective), so whether to call it
+        must not depend on what one rank saw: a rank whose share of a set was empty would skip
+        the gather the others wait in. The sets updated on *any* rank are agreed on first.
+        """
+        updated = self._sets_updated_anywhere()
+        for name, metric, was_updated in zip(self.val_set_names, self.pair_metrics, updated, strict=True):
+            if was_updated:
+                with warnings.catch_warnings():
+                    # a rank without pairs of this set computes too (the gather fills it)
+                    warnings.filterwarnings("ignore", message="The ``compute`` method of metric", category=UserWarning)
+                    values = metric.compute()
+                for key, value in values.items():
+                    self.log(f"val/{name}/{key}", value, prog_bar=key == "roc_auc", add_dataloader_idx=False)
             metric.reset()
+
+    def _sets_updated_anywhere(self) -> list[bool]:
+        """Per validation set, whether any process updated its metric (one all-reduce under DDP)."""
+        flags = torch.tensor([m.update_called for m in self.pair_metrics], dtype=torch.int32, device=self.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [bool(f) for f in flags.tolist()]
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx, dataloader_idx)
