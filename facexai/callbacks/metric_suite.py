@@ -3,17 +3,21 @@
 Every metric is a ``facexai.metrics`` torchmetrics object, one per (explainer, metric, view),
 created lazily on the first explained batch (only then is it known whether the data are face
 pairs). States sync through torchmetrics under DDP, so ``compute`` must be called on every rank;
-the callback calls the suite's methods on all ranks in the same order.
+the callback calls the suite's methods on all ranks in the same order, and the suite agrees with
+the other ranks on which metrics to compute (see :meth:`MetricSuite.compute`).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import SumMetric
@@ -147,6 +151,8 @@ class MetricSuite:
         self.specs = specs
         self.mean, self.std = list(mean), list(std)
         self.metrics: dict[str, Metric] = {}
+        #: key -> (metric name, score) it was built with, so other ranks can build it too
+        self.recipes: dict[str, tuple[str, str]] = {}
         self.samples = SumMetric()
 
     def names(self, kind: str) -> list[str]:
@@ -158,6 +164,7 @@ class MetricSuite:
         key = f"{label}/{name}" + (f"_{view.suffix}" if view.suffix else "")
         if key not in self.metrics:
             self.metrics[key] = build_metric(name, self.specs[name], view.score).to(device)
+            self.recipes[key] = (name, view.score)
         return self.metrics[key]
 
     def count(self, n: int, device: torch.device) -> None:
@@ -210,22 +217,56 @@ class MetricSuite:
         self.samples = self.samples.to(device)
 
     def compute(self) -> dict[str, Tensor]:
-        """Synced values of every metric updated since the last reset (collective under DDP)."""
-        values = {key: metric.compute() for key, metric in self.metrics.items() if metric.update_called}
-        if self.samples.update_called:
-            values["samples"] = self.samples.compute()
+        """Synced values of every metric updated since the last reset on any rank (collective under DDP).
+
+        Every rank computes the same metrics in the same order, also a rank that explained no
+        batch or other explainers/sets than the others: each ``compute`` is a gather, and ranks
+        deciding from their own ``update_called`` would call different collectives and hang (or
+        silently pair one metric's states with another's).
+        """
+        keys, counted = self._agreed_keys()
+        with _empty_rank_compute():
+            values = {key: self.metrics[key].compute() for key in keys}
+            if counted:
+                values["samples"] = self.samples.compute()
         return values
 
     def mean_curves(self) -> dict[str, dict[str, dict[str, Tensor]]]:
         """``{explainer: {"deletion"|"insertion": {view label: mean curve}}}`` (collective under DDP)."""
         out: dict[str, dict[str, dict[str, Tensor]]] = {}
-        for key, metric in self.metrics.items():
-            label, name = key.rsplit("/", 1)
-            base, _, suffix = name.partition("_auc")
-            if name.startswith(tuple(CURVE_MODES)) and metric.update_called:
-                lines = out.setdefault(label, {}).setdefault(base, {})
-                lines[VIEW_LABELS[suffix.lstrip("_")]] = metric.mean_curve()
+        keys, _ = self._agreed_keys()
+        with _empty_rank_compute():
+            for key in keys:
+                label, name = key.rsplit("/", 1)
+                base, _, suffix = name.partition("_auc")
+                if name.startswith(tuple(CURVE_MODES)):
+                    lines = out.setdefault(label, {}).setdefault(base, {})
+                    lines[VIEW_LABELS[suffix.lstrip("_")]] = self.metrics[key].mean_curve()
         return out
+
+    def _agreed_keys(self) -> tuple[list[str], bool]:
+        """Keys of the metrics updated on any rank, in one order on every rank, and whether any rank counted samples.
+
+        Under DDP one ``all_gather_object`` of the locally updated keys (with how to build
+        them); a metric another rank created is built here, empty, so this rank can take part
+        in its gather. Every metric the callback feeds keeps fixed-shape "sum" states, so an
+        empty one contributes zeros. Outside DDP: the local keys, nothing is communicated.
+        """
+        local = [(key, *self.recipes[key]) for key, metric in self.metrics.items() if metric.update_called]
+        counted = bool(self.samples.update_called)
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return [key for key, _, _ in local], counted
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (local, counted))
+        recipes: dict[str, tuple[str, str]] = {}
+        for rank_local, _ in gathered:  # rank order: the same dict on every rank
+            for key, name, score in rank_local:
+                recipes.setdefault(key, (name, score))
+        for key, (name, score) in recipes.items():
+            if key not in self.metrics:
+                self.metrics[key] = build_metric(name, self.specs[name], score).to(self.samples.device)
+                self.recipes[key] = (name, score)
+        return list(recipes), any(rank_counted for _, rank_counted in gathered)
 
     def settings(self) -> dict[str, str]:
         """Metric key -> its ``log_name`` carrying the settings (steps, baseline, score)."""
@@ -236,3 +277,12 @@ class MetricSuite:
         for metric in self.metrics.values():
             metric.reset()
         self.samples.reset()
+
+
+@contextmanager
+def _empty_rank_compute() -> Iterator[None]:
+    """Silence torchmetrics' "compute before update" warning: on a rank that saw no batch of a
+    metric the other ranks updated, computing is right (the gather brings their states)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The ``compute`` method of metric", category=UserWarning)
+        yield
