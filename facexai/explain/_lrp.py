@@ -28,7 +28,6 @@ exist only inside :func:`relevance_pass`; the backward pass runs without any hoo
 from __future__ import annotations
 
 import re
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,30 +118,24 @@ def _apply(module: nn.Module, weight: Tensor, inputs: Tensor) -> Tensor:
     return torch.func.functional_call(module, params, (inputs,))
 
 
-def split_weight(module: nn.Module, part: str) -> Tensor:
+def split_weight(module: nn.Module, part: str, parts: WeightParts | None = None) -> Tensor:
     """W+ (``"+"``), W- (``"-"``) or |W| (``"abs"``) of the module's weight, detached.
 
-    Remembered per module until its weight changes (the parameter, its version counter,
-    storage, dtype or device): re-deriving a large weight on every call costs a fresh
-    allocation whose page faults made each rule convolution about 1.5x slower than the layer's
-    own on the CPU. While tracing (ONNX export, compile) the part is derived in the graph.
+    ``parts`` remembers them for the duration of one explainer call (the :class:`RelevanceTape`
+    owns it): a module that runs its rule more than once in a pass derives each part once, and
+    nothing outlives the call. A model-lifetime cache held |W| copies of every convolution
+    (about 170 MB for IResNet-50) and went stale whenever the weights were written without
+    bumping their version counter (``p.data.copy_()``, as EMA callbacks and loaders do).
+    While tracing (ONNX export, compile) the part is always derived in the graph.
     """
     weight = module.weight.detach()
     derive = _WEIGHT_PARTS[part]
-    try:
-        storage = weight.data_ptr()
-    except RuntimeError:  # a fake tensor: tracing (export, compile) records the derivation
+    if parts is None or not _is_concrete(weight):
         return derive(weight)
-    if torch.compiler.is_compiling():
-        return derive(weight)
-    key = (id(module.weight), weight._version, storage, weight.dtype, weight.device)
-    parts = _SPLIT_WEIGHTS.get(module)
-    if parts is None or parts[0] != key:
-        parts = (key, {})
-        _SPLIT_WEIGHTS[module] = parts
-    if part not in parts[1]:
-        parts[1][part] = derive(weight)
-    return parts[1][part]
+    key = (module, part)
+    if key not in parts:
+        parts[key] = derive(weight)
+    return parts[key]
 
 
 _WEIGHT_PARTS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -150,10 +143,8 @@ _WEIGHT_PARTS: dict[str, Callable[[Tensor], Tensor]] = {
     "-": lambda w: w.clamp(max=0),
     "abs": torch.abs,
 }
-#: module -> (its weight's version key, {part: derived tensor}); see :func:`split_weight`
-_SPLIT_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, Tensor]]]" = (
-    weakref.WeakKeyDictionary()
-)
+#: (module, part) -> derived weight, for one call only (see :func:`split_weight`)
+WeightParts = dict[tuple[nn.Module, str], Tensor]
 
 
 def _is_plain(module: nn.Module) -> bool:
@@ -175,18 +166,22 @@ def _without_bias(module: nn.Module, output: Tensor) -> Tensor:
     return output - bias.detach().view((-1,) + (1,) * (output.dim() - 2))
 
 
-def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor) -> Tensor:
+def signed_zplus(
+    module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None
+) -> Tensor:
     """z+ rule generalised to signed inputs (FG-CAM): z = layer(x+, W+) + layer(x-, W-).
 
     Inputs after a ReLU (all >= 0) need only z = layer(x, W+); others go through
     :func:`signed_zplus_any`.
     """
     if bool(inputs.min() >= 0):  # after a ReLU: x+ = x, x- = 0
-        return ratio_output(output, _apply(module, split_weight(module, "+"), inputs))
-    return signed_zplus_any(module, inputs, output)
+        return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
+    return signed_zplus_any(module, inputs, output, parts)
 
 
-def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor) -> Tensor:
+def signed_zplus_any(
+    module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None
+) -> Tensor:
     """The signed z+ rule for inputs of any sign, without branching on their values.
 
     For a plain convolution or linear layer (a convolution after BatchNorm, as in the IResNets)
@@ -201,17 +196,22 @@ def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor) -> Tenso
     Also the form the ONNX export traces (value branches cannot be traced symbolically).
     """
     if not _is_plain(module):
-        contributions = _apply(module, split_weight(module, "+"), inputs.clamp(min=0))
-        contributions = contributions + _apply(module, split_weight(module, "-"), inputs.clamp(max=0))
+        contributions = _apply(module, split_weight(module, "+", parts), inputs.clamp(min=0))
+        negative = _apply(module, split_weight(module, "-", parts), inputs.clamp(max=0))
+        contributions = contributions + negative
         return ratio_output(output, contributions)
-    magnitude = _apply(module, split_weight(module, "abs"), inputs.abs())
+    magnitude = _apply(module, split_weight(module, "abs", parts), inputs.abs())
     contributions = 0.5 * (_without_bias(module, output) + magnitude)
     resolved = contributions.detach() > ZPLUS_RESOLUTION * magnitude.detach()
     return ratio_output(output, contributions, torch.where(resolved, contributions, 0.0))
 
 
 def zbox(
-    module: nn.Module, inputs: Tensor, output: Tensor, bounds: list[tuple[Tensor, Tensor]]
+    module: nn.Module,
+    inputs: Tensor,
+    output: Tensor,
+    bounds: list[tuple[Tensor, Tensor]],
+    parts: WeightParts | None = None,
 ) -> Tensor:
     """z^B rule for the layer that reads the image: z = layer(x, W) - layer(B, W+) - layer(H, W-).
 
@@ -228,8 +228,8 @@ def zbox(
     plain = _without_bias(module, output) if _is_plain(module) else _apply(module, weight, inputs)
     contributions = (
         plain
-        - _apply(module, split_weight(module, "+"), low)
-        - _apply(module, split_weight(module, "-"), high)
+        - _apply(module, split_weight(module, "+", parts), low)
+        - _apply(module, split_weight(module, "-", parts), high)
     )
     bounds.append((low, high))
     return ratio_output(output, contributions)
@@ -281,6 +281,8 @@ class RelevanceTape:
         #: do not match its input (see :func:`batchnorm_mismatch`)
         self.mismatched: list[Tensor] = []
         self.stash: dict[int, list[Tensor | None]] = defaultdict(list)
+        #: W+, W-, |W| of the layers crossed, for this pass only (see :func:`split_weight`)
+        self.weight_parts: WeightParts = {}
         self.activations: Tensor | None = None
         self.cam_leaf: Tensor | None = None
 
@@ -356,8 +358,8 @@ def _apply_rule(
         tape.mismatched.append(batchnorm_mismatch(module, inputs))
     if kind == "linear":
         if inputs is tape.image:
-            return zbox(module, inputs, output, tape.bounds)
-        return signed_zplus(module, inputs, output)
+            return zbox(module, inputs, output, tape.bounds, tape.weight_parts)
+        return signed_zplus(module, inputs, output, tape.weight_parts)
     if output.shape != inputs.shape:
         return None  # not element-wise after all: keep the ordinary gradient
     return ratio_output(output, inputs)
@@ -468,3 +470,4 @@ def relevance_pass(
     finally:
         for handle in handles:
             handle.remove()
+        tape.weight_parts.clear()  # the recorded graph keeps what the backward needs

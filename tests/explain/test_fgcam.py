@@ -6,6 +6,7 @@ The seeded model/image helpers at the top also regenerate the reference fixtures
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
@@ -290,6 +291,44 @@ def test_rule_weights_follow_in_place_weight_updates():
     torch.testing.assert_close(
         raw(model, x, target, target_layer="relu"), raw(fresh, x, target, target_layer="relu")
     )
+
+
+def test_rule_weights_follow_writes_through_data():
+    """``p.data.copy_()`` (checkpoint loaders, EMA and weight-averaging callbacks) does not bump
+    the parameter's version counter; the rule weights must still be those of the new values
+    (a cache keyed on ``_version`` gave maps up to 0.39 away from a fresh model's)."""
+    model = reinitialise(ToySigned(), 8)
+    x = seeded_images(9, 2, 8)
+    target = ClassTarget([0, 2])
+    raw(model, x, target, target_layer="relu")
+    other = reinitialise(ToySigned(), 10)
+    for mine, new in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
+        mine.data.copy_(new.data)  # parameters and BatchNorm statistics
+    torch.testing.assert_close(
+        raw(model, x, target, target_layer="relu"), raw(other, x, target, target_layer="relu")
+    )
+
+
+def weight_shaped_tensors(model: nn.Module) -> int:
+    """Live tensors shaped like one of the model's convolution weights, parameters excluded."""
+    gc.collect()
+    shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    params = {id(p) for p in model.parameters()}
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, Tensor) and id(obj) not in params and tuple(obj.shape) in shapes
+    )
+
+
+def test_rule_weights_do_not_outlive_the_call():
+    """W+, W- and |W| exist only during a call: a model-lifetime cache kept |W| copies of every
+    convolution (about 170 MB for IResNet-50) and had to guess when they went stale."""
+    model = reinitialise(ToySigned(), 8)
+    x = seeded_images(9, 2, 8)
+    before = weight_shaped_tensors(model)
+    create_explainer("fgcam", target_layer="relu")(model, x, ClassTarget([0, 2]))
+    assert weight_shaped_tensors(model) == before
 
 
 def test_safe_divide_drops_zero_and_vanishing_denominators():
