@@ -91,9 +91,12 @@ class IndexedPairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.pairs[index]
         if not isinstance(item, Mapping):
-            raise TypeError(f"IndexedPairs needs dict items, got {type(item).__name__} from {type(self.pairs).__name__}")
+            source = type(self.pairs).__name__
+            raise TypeError(f"IndexedPairs needs dict items, got {type(item).__name__} from {source}")
         if "index" in item:
-            raise ValueError(f"{type(self.pairs).__name__} items already have an 'index' key; IndexedPairs would overwrite it")
+            raise ValueError(
+                f"{type(self.pairs).__name__} items already have an 'index' key; IndexedPairs would overwrite it"
+            )
         return {**item, "index": index}
 
 

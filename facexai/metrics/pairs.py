@@ -61,7 +61,8 @@ class _PairCurveAUC(Metric):
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """Gather the states; a process that saw no pair sends typed empty states (see fill_empty_cat_states)."""
-        fill_empty_cat_states(self, {"curves": torch.empty(0, self.steps + 1), "issame": torch.empty(0, dtype=torch.long)})
+        empties = {"curves": torch.empty(0, self.steps + 1), "issame": torch.empty(0, dtype=torch.long)}
+        fill_empty_cat_states(self, empties)
         super()._sync_dist(dist_sync_fn, process_group)
 
     def _result(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -148,7 +148,8 @@ def test_ranks_that_saw_different_sets_log_the_single_process_values(tmp_path: P
         for epoch, (got_epoch, expected_epoch) in enumerate(zip(got, expected, strict=True)):
             assert set(got_epoch) == set(expected_epoch), f"rank {rank}, epoch {epoch}"
             for key, value in expected_epoch.items():
-                torch.testing.assert_close(got_epoch[key], value, rtol=0, atol=0, msg=f"rank {rank}, epoch {epoch}, {key}")
+                where = f"rank {rank}, epoch {epoch}, {key}"
+                torch.testing.assert_close(got_epoch[key], value, rtol=0, atol=0, msg=where)
 
 
 
