@@ -592,11 +592,44 @@ def gallery_inputs(module: nn.Module, batch: Any, settings: EvaluationSettings) 
     return adapter_for(module).read(module, chunk, settings.batch_size)
 
 
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every file or folder ``evaluate`` reads: config, checkpoint, model, data, options file."""
+    paths = [args.config, args.ckpt_path, args.model, args.images_root, *(args.bin or []), *(args.pairs or [])]
+    if not args.explainer_options.lstrip().startswith("{") and Path(args.explainer_options).is_file():
+        paths.append(args.explainer_options)
+    return [path for path in paths if path]
+
+
+def report_files(out: Path, labels: Sequence[str]) -> list[Path]:
+    """Every file the report may write into ``out`` (the inverted row may follow any explainer)."""
+    from facexai.evaluate_report import GALLERY_VIEWS, safe_name
+
+    rows = [*labels, RANDOM_ROW, *(f"{INVERTED_PREFIX} {label}" for label in labels)]
+    fixed = ["results.md", "results.csv", "results.json", "curves_overlay.png", "index.html"]
+    names = fixed + [name for name, _ in GALLERY_VIEWS.values()] + [f"curves_{safe_name(r)}.png" for r in rows]
+    return [out / name for name in names]
+
+
+def check_output_folder(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` that is an input, lies inside an input folder, or would overwrite an input file.
+
+    Checked before anything is loaded, so a slip such as ``--out`` = the image root costs nothing.
+    """
+    from facexai.writing import refuse_inputs
+
+    inputs = input_paths(args)
+    out = Path(args.out)
+    refuse_inputs(out, inputs, what="--out")
+    for path in report_files(out, args.explainers):
+        refuse_inputs(path, inputs, what="--out")
+
+
 def evaluate_main(argv: Sequence[str]) -> int:
     """``facexai evaluate``: explain, score and write the report; returns the exit code."""
     from facexai.evaluate_report import write_report
 
     args = build_parser().parse_args(list(argv))
+    check_output_folder(args)
     explainers = build_explainers(args.explainers, parse_options(args.explainer_options))
     settings = settings_from_args(args)
     inputs = evaluation_inputs(args, settings.batch_size)

@@ -24,6 +24,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from facexai.writing import atomic_path, write_text_atomic
+
 if TYPE_CHECKING:
     from facexai.callbacks.adapters import ExplanationInputs
     from facexai.evaluate import EvaluationResult, EvaluationSettings
@@ -175,15 +177,14 @@ def write_markdown(
 ) -> Path:
     """``results.md``: the table and the settings paragraph."""
     parts = ["# Explainer evaluation", markdown_table(results), settings_paragraph(results, settings, context)]
-    text = "\n\n".join(parts) + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, "\n\n".join(parts) + "\n")
     return path
 
 
 def write_csv(results: Sequence[EvaluationResult], path: Path) -> Path:
     """``results.csv``: one row per method, columns ``explainer, kind, seconds_per_map, maps, <metric>...``."""
     cols = columns(results)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["explainer", "kind", "seconds_per_map", "maps", *cols])
         for r in results:
@@ -195,7 +196,11 @@ def write_csv(results: Sequence[EvaluationResult], path: Path) -> Path:
 def write_json(
     results: Sequence[EvaluationResult], settings: EvaluationSettings, path: Path, context: Mapping[str, Any]
 ) -> Path:
-    """``results.json``: rows with values, per-column settings and mean curves, for scripts."""
+    """``results.json``: rows with values, per-column settings and mean curves, for scripts.
+
+    Standard JSON (RFC 8259): undefined values (NaN, e.g. verification AUCs of all-genuine pairs,
+    or infinities) are written as ``null``, which every JSON parser reads; ``NaN`` tokens are not.
+    """
     rows = []
     for r in results:
         curves = {mode: {view or "score": c.tolist() for view, c in lines.items()} for mode, lines in r.curves.items()}
@@ -204,8 +209,19 @@ def write_json(
             "values": r.values, "settings": r.settings, "higher_is_better": r.higher_is_better, "curves": curves,
         })  # fmt: skip
     payload = {"settings": asdict(settings), "context": dict(context), "results": rows}
-    path.write_text(json.dumps(payload, indent=2, allow_nan=True, default=str), encoding="utf-8")
+    write_text_atomic(path, json.dumps(finite_or_null(payload), indent=2, allow_nan=False, default=str))
     return path
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def safe_name(name: str) -> str:
@@ -235,9 +251,14 @@ def curves_figure(panels: Mapping[str, Mapping[str, torch.Tensor]], title: str, 
 
 def plot_method(result: EvaluationResult, path: Path) -> Path:
     """Mean deletion and insertion curves of one method, one line per view."""
-    fig = curves_figure(result.curves, result.name)
-    fig.savefig(path, format="png")
+    save_figure(curves_figure(result.curves, result.name), path)
     return path
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """A figure as PNG, written atomically (a failed draw leaves the previous file)."""
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png")
 
 
 def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
@@ -249,7 +270,7 @@ def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
                 panels.setdefault(f"{mode} {view}".strip(), {})[r.name] = curve
     dashed = [r.name for r in results if r.kind == "reference"]
     fig = curves_figure(dict(sorted(panels.items(), key=lambda kv: kv[0].split()[-1])), "all methods", dashed)
-    fig.savefig(path, format="png")
+    save_figure(fig, path)
     return path
 
 
@@ -288,7 +309,9 @@ def write_galleries(
     paths = {}
     for suffix, (name, title) in GALLERY_VIEWS.items():
         if any(suffix in r.examples for r in results if r.kind == "explainer"):
-            Image.fromarray(gallery_picture(results, gallery, suffix, title)).save(out / name, format="PNG")
+            picture = Image.fromarray(gallery_picture(results, gallery, suffix, title))
+            with atomic_path(out / name) as partial:
+                picture.save(partial, format="PNG")
             paths[f"gallery {suffix}"] = out / name
     return paths
 
@@ -358,7 +381,7 @@ def write_index(
         f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page)
     return path
 
 

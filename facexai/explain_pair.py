@@ -149,6 +149,17 @@ def explain_all(
     return [PairMaps(label, explain_both_views(explainer, model, face_a, face_b)) for label, explainer in bar]
 
 
+def check_outputs(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
+    """Refuse an ``--out`` that is an input (a crop, the model) or PNGs that would overwrite one."""
+    from facexai.writing import refuse_inputs
+
+    inputs = [args.image_a, args.image_b, args.model]
+    if not args.explainer_options.lstrip().startswith("{") and Path(args.explainer_options).is_file():
+        inputs.append(args.explainer_options)
+    for output in (Path(args.out), *paths.values()):
+        refuse_inputs(output, inputs, what="--out")
+
+
 def explain_main(argv: Sequence[str]) -> int:
     """``facexai explain``: check inputs, explain, then write one PNG per explainer."""
     from facexai.callbacks.overlays import save_grid
@@ -159,6 +170,8 @@ def explain_main(argv: Sequence[str]) -> int:
     if args.tile_size < 8:
         raise ValueError(f"--tile-size must be at least 8, got {args.tile_size}")
     explainers = build_explainers(args.explainers, explainer_options(args.explainer_options, args.explainers))
+    paths = output_paths(Path(args.out), args.image_a, args.image_b, list(explainers))
+    check_outputs(args, paths)
     paths_in = (args.image_a, args.image_b)
     images = [load_image(path) for path in paths_in]  # decoded before the slower model load
     device = torch.device(device_from_arg(args.device))
@@ -167,7 +180,6 @@ def explain_main(argv: Sequence[str]) -> int:
     face_a, face_b = (to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in))
     similarity = cosine_similarity(model, face_a, face_b)
     results = explain_all(explainers, model, face_a, face_b, progress=not args.no_progress)
-    paths = output_paths(Path(args.out), args.image_a, args.image_b, list(explainers))
     for result in results:
         save_grid(render_pair(face_a, face_b, result, similarity, args.tile_size), paths[result.label])
     sys.stdout.write(f"similarity {similarity:.4f} (cosine of the embeddings of {args.image_a} and {args.image_b})\n")

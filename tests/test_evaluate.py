@@ -6,6 +6,7 @@ Models are tiny and untrained (seeded from the config); images are 32 px synthet
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from pathlib import Path
@@ -131,6 +132,69 @@ def test_index_escapes_row_labels(tmp_path: Path) -> None:
     assert "&lt;b&gt;cam&lt;/b&gt; &amp; co" in page and "<b>cam" not in page
     assert "M&lt;1&gt;" in page and "<code>a&amp;b.yaml</code>" in page
     assert "gallery.png" not in page  # no pair samples given: no gallery, and no dead link
+
+
+def _strict_json(text: str) -> object:
+    """json.loads that refuses the non-standard NaN/Infinity tokens, as strict parsers do."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_json_is_standard_json_with_null_for_nan(tmp_path: Path) -> None:
+    from facexai.evaluate import EvaluationResult, EvaluationSettings
+    from facexai.evaluate_report import write_report
+
+    curve = torch.tensor([1.0, float("nan"), 0.0])
+    values = {"deletion_auc": 0.5, "verification_deletion_auc": math.nan, "average_drop": math.inf}
+    rows = [EvaluationResult("gradcam", "explainer", values, {}, {}, {"deletion": {"": curve}}, 0.1, 2)]
+    paths = write_report(rows, EvaluationSettings(), tmp_path, {"model": "M", "score": -math.inf})
+    payload = _strict_json(paths["json"].read_text())
+    row = payload["results"][0]
+    assert row["values"] == {"deletion_auc": 0.5, "verification_deletion_auc": None, "average_drop": None}
+    assert row["curves"]["deletion"]["score"] == [1.0, None, 0.0] and payload["context"]["score"] is None
+
+
+def test_report_files_are_replaced_only_when_complete(tmp_path: Path) -> None:
+    """A writer failing half-way leaves the previous results.csv, not a truncated one."""
+    from facexai.evaluate import EvaluationResult
+    from facexai.evaluate_report import write_csv
+
+    path = tmp_path / "results.csv"
+    path.write_text("the previous run\n")
+    rows = [EvaluationResult("ok", "explainer", {"sparsity": 0.5}),
+            EvaluationResult("bad", "explainer", {"sparsity": "not a number"})]  # fmt: skip
+    with pytest.raises(ValueError):
+        write_csv(rows, path)
+    assert path.read_text() == "the previous run\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_output_folder_may_not_be_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out inside the image root, equal to the config, or over the pairs file: refused before loading."""
+    images, out = tmp_path / "images", tmp_path / "eval"
+    images.mkdir()
+    out.mkdir()
+    pairs = out / "results.csv"
+    pairs.write_text("a.png b.png 1\n")
+    model = tmp_path / "model.pth"
+    model.write_bytes(b"not loaded")
+    base = ["evaluate", "--model", str(model), "--explainers", "gradcam", *FAST]
+    cases = [
+        (["--pairs", str(pairs), "--images-root", str(images), "--out", str(images / "eval")], images),
+        (["--pairs", str(pairs), "--images-root", str(images), "--out", str(out)], pairs),
+        (["--pairs", str(pairs), "--images-root", str(images), "--out", str(model)], model),
+    ]
+    for extra, clobbered in cases:
+        assert cli.main([*base, *extra]) == 2
+        assert f"would overwrite the input {clobbered}" in capsys.readouterr().err
+    assert pairs.read_text() == "a.png b.png 1\n" and model.read_bytes() == b"not loaded"
+    assert sorted(p.name for p in images.iterdir()) == []
+    config = _write(tmp_path, VERIFICATION_YAML)
+    assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", "--out", str(config)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err and config.read_text() == VERIFICATION_YAML
 
 
 def test_evaluate_classifier_with_checkpoint_and_options(tmp_path: Path) -> None:

@@ -140,6 +140,18 @@ def test_bad_input_is_one_line_and_writes_nothing(files, case, tmp_path, capsys)
     assert not out.exists()
 
 
+def test_output_may_not_be_an_input(files, tmp_path, capsys) -> None:
+    """--out equal to a crop or to the model file is refused before anything is read or written."""
+    base = ["explain", "--model", str(files["pth"]), str(files["a"]), str(files["b"]), "--explainers", "liftcam"]
+    before = {key: files[key].read_bytes() for key in ("a", "pth")}
+    for key in before:
+        assert cli.main([*base, "--out", str(files[key]), *QUIET]) == 2
+        err = capsys.readouterr().err
+        assert err == f"facexai: error: --out {files[key]} would overwrite the input {files[key]}; " \
+                      "choose a different path\n"
+    assert {key: files[key].read_bytes() for key in before} == before
+
+
 def test_help(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["explain", "--help"])
