@@ -137,10 +137,13 @@ def user_error_message(err: BaseException) -> str | None:
     ExportError...), path errors, and torch.onnx's exporter errors (a model the exporter cannot
     trace is a property of the user's model, not a facexai crash). torch.onnx errors are
     recognised by module name so that this dispatcher never imports torch (``audit`` runs
-    without it).
+    without it), and cut to their first line: the rest is a graph dump. ValueError messages are
+    kept whole: facexai's are one line, and LightningCLI's name the bad value on a later line.
     """
-    if isinstance(err, (ValueError, *PATH_ERRORS)) or _from_torch_onnx(err):
+    if _from_torch_onnx(err):
         return one_line(err)
+    if isinstance(err, (ValueError, *PATH_ERRORS)):
+        return str(err).strip() or type(err).__name__
     return None
 
 
@@ -149,7 +152,7 @@ def _from_torch_onnx(err: BaseException) -> bool:
 
 
 def one_line(err: BaseException) -> str:
-    """The first non-empty line of an error's message (long traces of torch.onnx stay out)."""
+    """The first non-empty line of an error's message, noting that there is more."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if not lines:
         return type(err).__name__

@@ -46,6 +46,9 @@ NESTED_PACKAGES = ("facexai", "torch.nn", "timm.layers")
 #: packages searched for a bare class name in ``class_path`` (LightningCLI resolves them too)
 SHORT_NAME_PACKAGES = ("facexai.models", "facexai.data", "facexai.callbacks", "pytorch_lightning")
 SPEC_KEYS = ("class_path", "init_args")
+#: quoted scalars and comments, whose brackets do not nest (removed before counting brackets)
+_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*", re.MULTILINE)
+_BRACKET = re.compile(r"[\[\]{}]")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -98,7 +101,13 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def parse_yaml(text: str, name: str) -> Any:
-    """``yaml.safe_load`` with its errors turned into one-line :class:`ConfigError` naming the line."""
+    """``yaml.safe_load`` with its errors turned into one-line :class:`ConfigError` naming the line.
+
+    Flow nesting (``[[[[...``) is bounded first: PyYAML's scanner takes time quadratic in it
+    (3000 levels: seconds; a 1 MiB file of brackets: hours).
+    """
+    if flow_depth(text) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"config {name} is nested more than {MAX_CONFIG_DEPTH} levels deep ([ and {{)")
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as err:
@@ -107,6 +116,19 @@ def parse_yaml(text: str, name: str) -> Any:
         raise ConfigError(f"config {name}: invalid YAML: {_one_line(str(err))}") from None
     except RecursionError:
         raise ConfigError(f"config {name} is nested too deeply to be a config") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a scalar YAML accepts but Python cannot hold
+        raise ConfigError(f"config {name}: invalid value: {_one_line(str(err))[:200]}") from None
+
+
+def flow_depth(text: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` outside quoted scalars and comments (an upper bound)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_QUOTED_OR_COMMENT.sub("", text)):
+        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+        if deepest > MAX_CONFIG_DEPTH:
+            break
+    return deepest
 
 
 def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
@@ -123,23 +145,48 @@ def _one_line(text: str) -> str:
 def check_size(value: Any, name: str) -> None:
     """Refuse a loaded structure over :data:`MAX_CONFIG_NODES` nodes or :data:`MAX_CONFIG_DEPTH` deep.
 
-    Aliases share one Python object per anchor, so ``safe_load`` itself is cheap; the budget
-    counts every expansion, and the walk stops as soon as it is spent (self-referencing aliases
-    are infinite and always spend it).
+    Aliases share one Python object per anchor, so ``safe_load`` itself is cheap, but anything
+    that walks the result (building, printing, JSON) expands every alias: nine levels of ten
+    aliases are 10**9 values. The size is therefore counted with every expansion, yet computed
+    once per shared object (memoised by identity), so measuring a bomb costs no more than
+    reading it. A structure holding itself (``&a [*a]``) is infinitely deep and refused.
     """
-    budget = MAX_CONFIG_NODES
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise ConfigError(f"config {name} expands to more than {MAX_CONFIG_NODES} values (YAML aliases?)")
+    _Measure(name).size(value, 1)
+
+
+class _Measure:
+    """Expanded node count and height of a loaded YAML structure, memoised per container."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.known: dict[int, tuple[int, int]] = {}  # id -> (expanded nodes, height)
+
+    def size(self, node: Any, depth: int) -> int:
+        """Expanded nodes below and including ``node`` at ``depth``; raises past the bounds."""
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in self.known:
+            self.known[id(node)] = self._measure(node, depth)
+        count, height = self.known[id(node)]
+        self._check(count, depth + height - 1)
+        return count
+
+    def _measure(self, node: dict | list, depth: int) -> tuple[int, int]:
+        self._check(1, depth)
+        children = [item for pair in node.items() for item in pair] if isinstance(node, dict) else node
+        count, height = 1, 1
+        for child in children:
+            count += self.size(child, depth + 1)
+            if isinstance(child, (dict, list)):
+                height = max(height, 1 + self.known[id(child)][1])
+            self._check(count, depth)
+        return count, height
+
+    def _check(self, count: int, depth: int) -> None:
         if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"config {name} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for pair in item.items() for child in pair)
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+            raise ConfigError(f"config {self.name} is nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"config {self.name} expands to more than {MAX_CONFIG_NODES} values (YAML aliases?)")
 
 
 # ----------------------------------------------------------------------------- classes

@@ -144,7 +144,8 @@ def test_malformed_yaml_is_one_line_naming_file_and_line(tmp_path: Path) -> None
         ("", "must be a YAML mapping"),
         ("seed_everything: 1e999\nmodel: {}\ndata: {}\n", "seed_everything must be an integer"),
         ("a: &a [*a]\n", "nested more than 64 levels"),  # a list holding itself
-        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("[" * 5000 + "]" * 5000, r"nested more than 64 levels deep \(\[ and \{\)"),  # PyYAML: quadratic
+        ("a:\n" + "".join(" " * i + "-\n" for i in range(1, 800)), "nested too deeply"),  # RecursionError
         ("a:\n" + "".join(" " * i + "- \n" for i in range(1, 100)), "nested more than 64 levels"),
     ],
 )

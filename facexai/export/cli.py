@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facexai.cli import one_line, user_error_message
+from facexai.cli import user_error_message
 
 EXPORT_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")  # == explained.EXPORTABLE_EXPLAINERS
 MODULE_CLASSES = ("ClassifierModule", "VerificationModule")
@@ -208,7 +208,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _fail(command: str, err: BaseException) -> int:
-    sys.stderr.write(f"facexai {command}: error: {user_error_message(err) or one_line(err)}\n")
+    sys.stderr.write(f"facexai {command}: error: {user_error_message(err) or err}\n")
     return 2
 
 
