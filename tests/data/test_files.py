@@ -107,3 +107,11 @@ def test_every_pillow_mode_reads_as_rgb_uint8(tmp_path: Path, mode: str) -> None
     Image.new(mode, (5, 4)).save(path)
     image = load_image(path)
     assert image.dtype == np.uint8 and image.shape == (4, 5, 3)
+
+
+def test_overlong_names_are_reported_missing_not_as_oserror(tmp_path: Path) -> None:
+    # test_fuzz_pairs token cases 9/17 (seed 14): Path.is_file raised OSError(ENAMETOOLONG)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a" * 300 + " 1 2\n")
+    with pytest.raises(FileNotFoundError, match=r"pairs\.txt references 2 missing images"):
+        read_pairs(pairs, tmp_path)
