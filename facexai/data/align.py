@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import reprlib
 import warnings
@@ -149,8 +148,7 @@ def _csv_row(result: dict[str, np.ndarray], row: list[str], line_no: int, path: 
     where = f"{path}: line {line_no}"
     if len(row) != 11:
         raise LandmarksFileError(f"{where}: expected 11 columns (filename,x1,y1,...,x5,y5), got {len(row)}")
-    values = _parse_numbers(row[1:], where)
-    _add_entry(result, row[0].strip(), np.asarray(values, dtype=np.float32).reshape(5, 2), where)
+    _add_entry(result, row[0].strip(), _parse_points(row[1:], where), where)
 
 
 def _is_header(row: list[str]) -> bool:
@@ -162,14 +160,18 @@ def _is_header(row: list[str]) -> bool:
     return False
 
 
-def _parse_numbers(cells: list[str], where: str) -> list[float]:
+def _parse_points(cells: list[str], where: str) -> np.ndarray:
+    """Ten coordinates as float32 (5, 2), finite after the cast (1e39 is a finite float64 but inf
+    in float32, which the warp would only reject later, without naming the line)."""
     try:
         values = [float(cell) for cell in cells]
     except ValueError:
         raise LandmarksFileError(f"{where}: coordinates must be numbers, got {reprlib.repr(cells)}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise LandmarksFileError(f"{where}: coordinates must be finite, got {reprlib.repr(cells)}")
-    return values
+    with np.errstate(over="ignore"):
+        points = np.asarray(values, dtype=np.float32).reshape(5, 2)
+    if not np.isfinite(points).all():
+        raise LandmarksFileError(f"{where}: coordinates must be finite float32 numbers, got {reprlib.repr(cells)}")
+    return points
 
 
 def _read_json(path: Path) -> dict[str, np.ndarray]:
@@ -191,8 +193,7 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
             raise LandmarksFileError(f"{where}: expected five [x, y] pairs, got {reprlib.repr(points)}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p):
             raise LandmarksFileError(f"{where}: coordinates must be numbers, got {reprlib.repr(points)}")
-        values = _parse_numbers([str(v) for p in points for v in p], where)
-        _add_entry(result, name.strip(), np.asarray(values, dtype=np.float32).reshape(5, 2), where)
+        _add_entry(result, name.strip(), _parse_points([str(v) for p in points for v in p], where), where)
     return result
 
 

@@ -253,3 +253,19 @@ def test_decompression_bomb_source_is_refused(tmp_path: Path, face, monkeypatch)
     monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 57_599)
     with pytest.raises(ImageFileError, match=r"a\.png: .*240x240 .*57600 pixels"):
         align_folder(root, csv_path, tmp_path / "dst")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("l.csv", "a.png,1e39," + ",".join(["1"] * 9) + "\n"),
+        ("l.json", json.dumps({"a.png": [[1e308, 1]] + [[1, 2]] * 4})),
+    ],
+    ids=["csv", "json"],
+)
+def test_coordinates_that_overflow_float32_are_refused(tmp_path: Path, name: str, content: str) -> None:
+    # test_fuzz_landmarks: finite as float64, inf once stored as float32 (and returned as such)
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(LandmarksFileError, match=r"coordinates must be finite"):
+        read_landmarks(path)
