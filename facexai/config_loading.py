@@ -342,8 +342,16 @@ def section_specs(config: Mapping[str, Any], sections: Iterable[str], name: str)
         if section not in config:
             raise ConfigError(f"config {name} has no {section!r} section (class_path + init_args), "
                               "as a `facexai fit` config has")  # fmt: skip
-        specs[section] = parse_spec(config[section], section)
+        specs[section] = _in_file(name, parse_spec, config[section], section)
     return specs
+
+
+def _in_file(name: str, check: Any, *args: Any) -> Any:
+    """``check(*args)`` with its ConfigError prefixed by the config file it is about."""
+    try:
+        return check(*args)
+    except ConfigError as err:
+        raise ConfigError(f"config {name}: {err}") from err
 
 
 def seed_of(config: Mapping[str, Any], name: str) -> int | None:
@@ -436,7 +444,7 @@ def load_module(checkpoint_path: str | Path, config: str | Path | None = None,
     section = config_dict.get("model")
     if section is None:
         raise ConfigError(f"config {config} has no 'model' section (class_path + init_args)")
-    module = build(parse_spec(section, "model", bases))
+    module = build(_in_file(str(config), parse_spec, section, "model", bases))
     if "state_dict" not in checkpoint:
         raise CheckpointError(f"{checkpoint_path} is not a Lightning checkpoint (no state_dict)")
     load_weights(module, checkpoint, checkpoint_path)

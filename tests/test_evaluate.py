@@ -258,7 +258,7 @@ def test_config_class_path_cannot_run_code(tmp_path: Path, capsys: pytest.Captur
             "model": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}}}  # fmt: skip
     config = _write(tmp_path, yaml.safe_dump(evil))
     assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", *FAST]) == 2
-    assert "model.class_path 'subprocess.Popen' is refused" in capsys.readouterr().err
+    assert f"config {config}: model.class_path 'subprocess.Popen' is refused" in capsys.readouterr().err
     assert not marker.exists()
     nested = VERIFICATION_YAML.replace("      img_size: 32\n", f"      img_size: 32\n      act:\n"
                                        f"        class_path: subprocess.Popen\n        init_args:\n"
