@@ -147,7 +147,7 @@ def _write_atomically(
     """
     with atomic_path(path) as partial:
         try:
-            result = _write_checked(net, partial, meta, explainer, tolerance)
+            result = _write_checked(net, partial, meta, explainer, tolerance, path)
             _move_external_data(partial, path)
         except BaseException:
             _external_data(partial).unlink(missing_ok=True)
@@ -216,13 +216,16 @@ def _explained_metadata(meta: ExportMetadata, explainer: Explainer) -> ExportMet
 
 
 def _write_checked(
-    net: nn.Module, path: Path, meta: ExportMetadata, explainer: Explainer | None, tolerance: float
+    net: nn.Module, path: Path, meta: ExportMetadata, explainer: Explainer | None, tolerance: float, shown: Path
 ) -> ExportResult:
-    """Export, check against PyTorch, then write the metadata; the file is complete only at the end."""
+    """Export, check against PyTorch, then write the metadata; the file is complete only at the end.
+
+    ``shown`` is the output path that errors name (``path`` is its hidden temporary sibling).
+    """
     if explainer is None:
-        report = _export_plain(net, path, meta, tolerance)
+        report = _export_plain(net, path, meta, tolerance, shown)
     else:
-        report = _export_explained(net, explainer, path, meta, tolerance)
+        report = _export_explained(net, explainer, path, meta, tolerance, shown)
     floor = max(report.noise_floor.values()) if report.noise_floor else None
     meta = replace(meta, parity_max_abs_diff=report.worst, parity_noise_floor=floor)
     _finalise(path, meta)
@@ -324,17 +327,19 @@ class PlainGraph(nn.Module):
         return self.net(images)
 
 
-def _export_plain(net: nn.Module, path: Path, meta: ExportMetadata, tolerance: float) -> parity.ParityReport:
+def _export_plain(
+    net: nn.Module, path: Path, meta: ExportMetadata, tolerance: float, shown: Path
+) -> parity.ParityReport:
     raw = meta.input_format == "raw_pixels"
     example = (torch.randn(2, 3, meta.input_size, meta.input_size) * (127.5 if raw else 1.0),)
     _torch_export(PlainGraph(net, raw).eval(), example, path, meta, _weight_bytes(net), type(net).__name__)
     _check_graph(path, meta)
     reference = parity.plain_reference(net, meta.output_names[0])
-    return parity.check_parity(path, reference, None, meta.input_size, raw, tolerance)
+    return parity.check_parity(path, reference, None, meta.input_size, raw, tolerance, shown)
 
 
 def _export_explained(
-    net: nn.Module, explainer: Explainer, path: Path, meta: ExportMetadata, tolerance: float
+    net: nn.Module, explainer: Explainer, path: Path, meta: ExportMetadata, tolerance: float, shown: Path
 ) -> parity.ParityReport:
     width = meta.embedding_size or meta.num_classes
     module = ex.trace_explained(explainer, net, meta.task, meta.input_size, width).eval()
@@ -342,7 +347,8 @@ def _export_explained(
     _torch_export(module, example, path, meta, _weight_bytes(net), f"{type(net).__name__} with {explainer.name}")
     _check_graph(path, meta)
     reference = parity.explained_reference(net, explainer, meta.task)
-    return parity.check_parity(path, reference, parity.target_maker(net, meta.task), meta.input_size, False, tolerance)
+    target = parity.target_maker(net, meta.task)
+    return parity.check_parity(path, reference, target, meta.input_size, False, tolerance, shown)
 
 
 def _weight_bytes(net: nn.Module) -> int:

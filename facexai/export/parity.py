@@ -89,6 +89,7 @@ def check_parity(
     input_size: int,
     raw_pixels: bool,
     tolerance: float = DEFAULT_TOLERANCE,
+    shown: str | Path | None = None,
 ) -> ParityReport:
     """Run the ONNX file and ``reference`` on fresh inputs; raise if they differ by > ``tolerance``.
 
@@ -99,6 +100,7 @@ def check_parity(
         input_size: square input side.
         raw_pixels: the graph takes pixel values instead of normalised images.
         tolerance: the largest allowed absolute difference.
+        shown: the path errors name (the final output; ``path`` may be a temporary sibling).
 
     Raises:
         ExportError: PyTorch is not deterministic on the same input, or an output differs by
@@ -122,7 +124,7 @@ def check_parity(
             if not (diff <= tolerance).all():  # also catches NaN
                 k = int(np.nanargmax(np.where(np.isnan(diff), np.inf, diff)))
                 floor = noise_floor(reference, images, target, name)
-                raise ExportError(_mismatch(name, kind, float(diff[k]), tolerance, float(floor[k]), path))
+                raise ExportError(_mismatch(name, kind, float(diff[k]), tolerance, float(floor[k]), shown or path))
     return ParityReport(worst)
 
 
