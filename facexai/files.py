@@ -226,12 +226,17 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image not found: {path}")
+    # Decoded from memory: a forged length then cannot make a read allocate more than the file
+    # (a PNG chunk claiming 512 MiB made Pillow's buffered file read allocate all of it).
+    data = path.read_bytes()
+    if not png_chunks_fit(data):
+        raise ImageFileError(f"Corrupt image file {path}: a PNG chunk runs past the end of the file")
     try:
         # Our limit applies below; Pillow's warning (and its error at 2x its limit) would only
         # duplicate it as a traceback or a stray warning.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 check_pixel_count(*img.size, path)
                 return _to_rgb_array(img, size)
     except ImageFileError:

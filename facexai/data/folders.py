@@ -11,9 +11,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from facexai.data.transforms import apply, normalise
-from facexai.files import IMAGE_EXTENSIONS, Pair, load_image, read_pairs
+from facexai.files import IMAGE_EXTENSIONS, ImageFileError, Pair, PairsFileError, load_image, read_pairs
 
-__all__ = ["ImageFileDataset", "Pair", "PairFileDataset", "load_image", "read_pairs", "scan_class_folders"]
+__all__ = [
+    "ImageFileDataset",
+    "ImageFileError",
+    "Pair",
+    "PairFileDataset",
+    "PairsFileError",
+    "load_image",
+    "read_pairs",
+    "scan_class_folders",
+]
 
 
 def scan_class_folders(root: str | Path) -> tuple[list[Path], list[int], list[str]]:

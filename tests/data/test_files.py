@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import struct
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -115,3 +117,22 @@ def test_overlong_names_are_reported_missing_not_as_oserror(tmp_path: Path) -> N
     pairs.write_text("a" * 300 + " 1 2\n")
     with pytest.raises(FileNotFoundError, match=r"pairs\.txt references 2 missing images"):
         read_pairs(pairs, tmp_path)
+
+
+def test_png_chunk_length_past_the_file_is_refused_without_allocating_it(tmp_path: Path) -> None:
+    # test_fuzz_images slow case 115 (flip_bits, seed 1414): one flipped bit made an IDAT length
+    # of 512 MiB, and Pillow's read of the file allocated all of it before failing
+    path = tmp_path / "flipped.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[33] ^= 0x20  # high byte of the IDAT length
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageFileError, match=r"flipped\.png: a PNG chunk runs past the end"):
+            load_image(path)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 1 << 20
