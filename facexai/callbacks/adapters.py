@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from facexai.explain import ClassTarget, SimilarityTarget, Target, pair_targets
-from facexai.explain.base import eval_mode
+from facexai.explain.base import eval_mode, float32_interface
 
 TARGETS = ("label", "prediction")
 
@@ -176,9 +176,9 @@ class BatchAdapter:
 
 
 def eval_forward(model: nn.Module, images: Tensor) -> Tensor:
-    """Clean outputs in eval mode and float32, every module's training flag restored."""
-    with eval_mode(model), torch.no_grad(), torch.autocast(images.device.type, enabled=False):
-        return model(images.float()).float()
+    """Clean outputs in eval mode and float32 (also of bf16/fp16 models), every module's flag restored."""
+    with eval_mode(model), float32_interface(model), torch.no_grad(), torch.autocast(images.device.type, enabled=False):
+        return model(images.float())
 
 
 def head(batch: Any, n: int) -> Any:

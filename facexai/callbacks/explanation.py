@@ -39,6 +39,7 @@ from facexai.callbacks.overlays import (
 )
 from facexai.callbacks.rendering import add_picture, render_comparison, render_views, tensorboard_writers
 from facexai.explain import ClassTarget, Explainer, SimilarityTarget
+from facexai.explain.base import float32_interface
 
 
 class ExplanationCallback(pl.Callback):
@@ -232,16 +233,24 @@ class ExplanationCallback(pl.Callback):
         model = self.adapter.resolve_model(pl_module)
         self.suite.count(len(inputs.images) // (2 if inputs.pairs else 1), inputs.images.device)
         all_views = {}
-        for name, explainer in self.explainers.items():
-            label = set_prefix + name
-            start = time.perf_counter()
-            views = self._views(explainer, model, inputs)
-            for view in views:
-                self._score(tag_label(label), view, inputs, model)
-            _synchronize(inputs.images.device)
-            self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
-            all_views[label] = views
+        # bf16/fp16 networks take the float32 images the metrics perturb (Lightning's "-true"
+        # precisions convert the batch, a network converted by hand gets float32 batches)
+        with float32_interface(model):
+            for name, explainer in self.explainers.items():
+                all_views[set_prefix + name] = self._explain_one(set_prefix + name, explainer, model, inputs)
         return all_views
+
+    def _explain_one(
+        self, label: str, explainer: Explainer, model: torch.nn.Module, inputs: ExplanationInputs
+    ) -> list[View]:
+        """One explainer's views, scored by the metrics and timed."""
+        start = time.perf_counter()
+        views = self._views(explainer, model, inputs)
+        for view in views:
+            self._score(tag_label(label), view, inputs, model)
+        _synchronize(inputs.images.device)
+        self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
+        return views
 
     def _score(self, label: str, view: View, inputs: ExplanationInputs, model: torch.nn.Module) -> None:
         """Feed the metrics one view; maps with NaN/Inf are left out (with a warning), not fatal."""

@@ -36,8 +36,11 @@ class CAMExplainer(Explainer):
         gradients = None
         if self.needs_gradients:
             (gradients,) = torch.autograd.grad(scores.sum(), activations)
-        weights = self.channel_weights(model, images, target, activations.detach(), gradients)
-        return torch.einsum("nc,nchw->nhw", weights, activations.detach())
+            gradients = gradients.float()
+        # float32 arithmetic also for bf16/fp16 models (Grad-CAM++ cubes the gradients)
+        activations = activations.detach().float()
+        weights = self.channel_weights(model, images, target, activations, gradients)
+        return torch.einsum("nc,nchw->nhw", weights, activations)
 
     def forward_with_activations(self, model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
         """One forward pass returning the model output and the target layer's output as a leaf."""

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from facexai.explain._cam import CAMExplainer
+from facexai.explain.base import float32_forward
 from facexai.explain._lrp import BN_MISMATCH_SHARE, RelevanceTape, relevance_pass
 from facexai.explain.layers import get_layer
 from facexai.explain.registry_instance import register_explainer
@@ -110,7 +111,7 @@ class FGCAM(CAMExplainer):
         explain_at = self._explain_at_layer(model)
         images = images.detach().requires_grad_(explain_at is None)
         with relevance_pass(model, images, cam_layer, explain_at) as tape:
-            output = model(images)
+            output = float32_forward(model, images)
         gradients = None
         if self.needs_gradients:
             (gradients,) = torch.autograd.grad(target(output).sum(), tape.cam_leaf)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from facexai.explain.base import Explainer, check_images, eval_mode
+from facexai.explain.base import Explainer, check_images, eval_mode, float32_interface
 from facexai.explain.targets import SimilarityTarget
 
 
@@ -23,7 +23,7 @@ def pair_targets(
         raise ValueError(
             f"pair batches must have equal shapes, got {tuple(images_a.shape)} and {tuple(images_b.shape)}"
         )
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), float32_interface(model), torch.no_grad():
         emb = model(torch.cat([images_a, images_b]).float())
     n = len(images_a)
     reference = torch.cat([emb[n:], emb[:n]])
