@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from facexai.config_loading import CheckpointError, read_checkpoint
 from facexai.explain.pairs import pair_targets
 from facexai.explain.targets import ClassTarget, Target
 from facexai.models.backbones import create_backbone
@@ -330,17 +331,14 @@ def load_module_checkpoint(path: str | Path) -> pl.LightningModule:
     A ``VerificationModule(pretrained=...)`` is rebuilt by re-reading its ``pretrained`` file,
     which must still exist at the recorded path; the checkpoint's weights then replace its own.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    return module_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), path)
+    return module_from_checkpoint(read_checkpoint(path), path)
 
 
 def module_from_checkpoint(checkpoint: object, path: str | Path) -> pl.LightningModule:
     """The module of an already loaded Lightning checkpoint (``path`` only names it in errors)."""
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a facexai Lightning checkpoint (no hyper_parameters/state_dict)")
+        raise CheckpointError(f"{path} is not a facexai Lightning checkpoint (no hyper_parameters/state_dict)")
     cls = VerificationModule if "margin" in hparams else ClassifierModule
     kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
     module = cls(**kwargs)

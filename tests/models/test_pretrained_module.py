@@ -121,3 +121,16 @@ def test_pretrained_options_without_pretrained():
 def test_default_embedding_size_is_unchanged_without_pretrained():
     module = VerificationModule(num_identities=4, backbone_kwargs={"img_size": 32}).eval()
     assert module.head.weight.shape == (4, 128) and module(torch.zeros(1, 3, 32, 32)).shape == (1, 128)
+
+
+def test_load_module_checkpoint_refuses_other_files_with_one_safe_message(tmp_path: Path) -> None:
+    from facexai.config_loading import CheckpointError
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    tensors = tmp_path / "weights.ckpt"
+    torch.save({"w": torch.zeros(2)}, tensors)
+    for path in (text, tensors):
+        with pytest.raises(CheckpointError, match="not a") as info:
+            load_module_checkpoint(path)
+        assert "weights_only=False" not in str(info.value)
