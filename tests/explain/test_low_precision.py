@@ -9,8 +9,8 @@ Why 0.99: bf16 keeps 8 significant bits, so every weight and activation carries 
 rounding error of up to 2**-9 = 0.2 %; through the ~10 layers of the test network these add up
 to map differences of a few percent (relative L2). A relative L2 difference d lowers Pearson by
 about d**2 / 2, so measured values of 0.998-1.000 (bf16) correspond to d <= 7 %, and 0.99 allows
-d = 14 %. FG-CAM computed in bf16 arithmetic scored 0.79-0.93, FAME with a bf16 iterate would
-not move at all (1/255 steps are below the bf16 spacing 2**-7 of pixels near 1); both fail it.
+d = 14 %. FG-CAM computed in bf16 arithmetic scored 0.79-0.93 and fails it; a bf16 FAME
+iterate would drop every 1/255 step on pixels of magnitude above 1 (bf16 spacing 2**-7 there).
 fp16 (11 significant bits) measured 0.9996-1.0000 and gets the same bound.
 """
 
