@@ -3,7 +3,11 @@
 Property (see ``fuzz_cases``): every mutated pairs file parses to pairs inside the image root, or
 raises PairsFileError with a message (or FileNotFoundError naming the pairs file, its documented
 answer to images that do not exist); never another exception, a hang, or Python memory above
-64x the file plus 1 MiB (each pair holds two Path objects).
+64x the file plus 16 MiB (each pair holds two Path objects).
+
+The constant is 16 MiB, not 1 MiB: under pytest, one case in about 4000 of the slow run saw a
+7.7 MiB transient peak that does not depend on the case (a different case each run, none of them
+above 8 KiB when replayed alone), i.e. an interpreter-wide allocation during that case.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _run(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     for label, data in [*mutations(VALID.encode(), cases, seed), *_token_cases(cases // 2, seed)]:
         write(path, data)
         outcome = check_reader(
-            lambda: _read_inside(path, root), PairsFileError, label, memory_bound=64 * len(data) + (1 << 20)
+            lambda: _read_inside(path, root), PairsFileError, label, memory_bound=64 * len(data) + (16 << 20)
         )
         outcomes[outcome] += 1
     return outcomes
