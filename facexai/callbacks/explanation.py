@@ -291,12 +291,18 @@ class ExplanationCallback(pl.Callback):
             self._logging_s += time.perf_counter() - start
         times = {f"{tag_label(label)}/time_s": seconds for label, seconds in self._times.items()}
         times["time_s"] = sum(self._times.values()) + self._logging_s
-        scalars = {f"{stage}/xai/{key}": value for key, value in values.items()}
-        scalars.update({f"{prefix}xai/{key}": value for key, value in times.items()})
-        for name, value in scalars.items():
-            # Metric values are already synced (the mean of equal values changes nothing);
-            # sync_dist averages the per-rank times and keeps Lightning's DDP warning away.
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True, add_dataloader_idx=False)
+        for key, value in values.items():
+            # The suite agreed its keys across ranks, so every rank logs the same names and the
+            # (already synced) values' sync_dist all-reduce pairs up; it only keeps Lightning's
+            # DDP warning away.
+            pl_module.log(f"{stage}/xai/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
+                          add_dataloader_idx=False)  # fmt: skip
+        for key, value in times.items():
+            # Times are per rank and their labels follow the batches a rank saw (with
+            # explain_all_sets a rank may see no batch of a set): a synced log would pair up
+            # different all-reduces across ranks and hang, so rank zero reports its own times.
+            pl_module.log(f"{prefix}xai/{key}", value, on_step=False, on_epoch=True, rank_zero_only=True,
+                          add_dataloader_idx=False)  # fmt: skip
         self._check_time(times["time_s"], time.perf_counter() - self._epoch_start)
         with _plain_mode(pl_module.device.type):
             self.suite.reset()

@@ -37,6 +37,8 @@ def test_ddp_spawn_logs_images_once_and_syncs_metrics(tmp_path: Path) -> None:
     (samples,) = acc.Scalars("val/xai/samples")
     assert samples.value == 6  # 3 per rank, summed by torchmetrics
     assert len(acc.Scalars("val/xai/gradcam/deletion_auc")) == 1
+    # times are rank zero's own (a synced log of per-rank labels could pair different all-reduces)
+    assert len(acc.Scalars("xai/gradcam/time_s")) == 1 and acc.Scalars("xai/time_s")[0].value > 0
     assert [p.name for p in (tmp_path / "png").iterdir()] == ["xai_gradcam_heatmaps.png"]
     # Rendering happens on rank zero only, not merely writing (a TensorBoard logger is silent elsewhere).
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["1", "0"]
