@@ -58,7 +58,8 @@ def test_datamodule_batches():
     assert set(train) == {"image", "label", "mask"}
     assert train["image"].shape == (4, 3, 32, 32) and train["image"].min() >= -1 and train["image"].max() <= 1
     val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"image_a", "image_b", "issame", "mask_a", "mask_b"}
+    assert set(val) == {"image_a", "image_b", "issame", "mask_a", "mask_b", "index"}
+    assert val["index"].tolist() == [0, 1, 2, 3]  # dataset order: the pair index the 10-fold split uses
     assert dm.num_classes == 4 and dm.val_set_names == ["synthetic"]
 
 
