@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 import facexai
 from facexai.explain import Explainer
+from facexai.explain.base import eval_mode
 from facexai.export import explained as ex
 from facexai.export import parity
 from facexai.export.errors import ExportError
@@ -126,7 +127,7 @@ def export_onnx(
     explainer = _check_options(input_format, explainer, explainer_options, tolerance)
     path = Path(path)
     refuse_inputs(path, [checkpoint], what="output")
-    with _eval_mode(net):
+    with eval_mode(net):
         width = _output_width(net, input_size)
         meta = _base_metadata(model, task, input_size, input_format, width, class_names, checkpoint)
         note = insightface_note(input_size) if task == "verification" and explainer is None else None
@@ -250,18 +251,6 @@ def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, st
         raise ValueError(f"task={task!r} contradicts the {type(model).__name__}, a {found} model")
     net = model.explained_model if found is not None else model
     return net, task or found
-
-
-@contextlib.contextmanager
-def _eval_mode(net: nn.Module) -> Iterator[None]:
-    """Eval mode for the export; every module's flag is restored afterwards."""
-    flags = [(m, m.training) for m in net.modules()]
-    net.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def _output_width(net: nn.Module, input_size: int) -> int:

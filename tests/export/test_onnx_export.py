@@ -105,13 +105,15 @@ def test_plain_classifier_parity_and_class_names(classifier_module, tmp_path: Pa
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_export_restores_training_flags(verification_module) -> None:
-    from facexai.export.onnx import _eval_mode
-
+def test_export_restores_each_modules_training_flag(verification_module, tmp_path: Path) -> None:
+    """A training module with one frozen BatchNorm comes back exactly as it was (not all train)."""
     verification_module.train()
+    frozen = next(m for m in verification_module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frozen.eval()
+    before = [m.training for m in verification_module.modules()]
     try:
-        with _eval_mode(verification_module.backbone):
-            assert not verification_module.backbone.training
-        assert verification_module.backbone.training
+        export_onnx(verification_module, tmp_path / "face.onnx")
+        assert [m.training for m in verification_module.modules()] == before
+        assert verification_module.training and not frozen.training
     finally:
         verification_module.eval()
