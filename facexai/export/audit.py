@@ -31,7 +31,7 @@ from facexai.export.audit_model import InputOverrides, OnnxFaceModel, cosine
 from facexai.export.audit_report import overlay, write_report
 from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps, fitted_patch
 from facexai.export.pairs import Pair, load_image, read_pairs
-from facexai.writing import atomic_path
+from facexai.writing import atomic_path, refuse_inputs
 
 __all__ = ["AuditOptions", "OnnxFaceModel", "InputOverrides", "CorrRiseOptions", "run_audit"]
 
@@ -78,7 +78,8 @@ def run_audit(
     """Audit ``onnx_path`` on the pairs and write the report folder ``out``.
 
     The options, the model (loaded and probed with onnxruntime), the flags and the pairs file
-    are all validated before ``out`` is created, so a refused audit leaves nothing behind.
+    are all validated before ``out`` is created, so a refused audit leaves nothing behind; an
+    ``out`` that is, or lies inside, one of the inputs is refused.
 
     Args:
         overrides: input size / mean / std / channel order from the command line.
@@ -88,6 +89,7 @@ def run_audit(
     """
     options = options or AuditOptions()
     _check_options(options)
+    refuse_inputs(out, [onnx_path, pairs_file, images_root], what="audit --out")
     model = OnnxFaceModel(onnx_path, overrides)
     pairs = read_pairs(pairs_file, images_root)
     if model.explained or options.corrrise is None:

@@ -157,6 +157,11 @@ def test_audit_errors(gradcam_verification_export, pairs_file, faces_root, tmp_p
     # missing ONNX file
     assert audit_main(["--onnx", str(tmp_path / "none.onnx")] + args[2:]) == 2
     assert "ONNX file not found" in capsys.readouterr().err
+    # an output folder inside the images (or equal to an input) is refused before anything is written
+    for out in (faces_root / "report", Path(onnx_path)):
+        assert audit_main(args[:6] + ["--out", str(out)]) == 2
+        assert "would overwrite the input" in capsys.readouterr().err
+    assert not (faces_root / "report").exists()
 
 
 def test_audit_refuses_partial_metadata_and_classifier_models(pairs_file, faces_root, tmp_path: Path) -> None:
