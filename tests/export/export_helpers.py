@@ -17,20 +17,22 @@ CLASSIFIER_SIZE = 64
 PAIRS_TEXT = "4\nid0 1 2\nid1 1 2\nid0 1 id1 2\nid2 1 id0 2\n"
 
 
-def seed_norms(model: nn.Module, seed: int = 0, side: int | None = None) -> nn.Module:
+def seed_norms(model: nn.Module, seed: int = 0, side: int | None = None, affine: bool = True) -> nn.Module:
     """BatchNorm as in a trained network: a random affine, running statistics measured on faces.
 
-    Random affine parameters keep eval mode from being (nearly) the identity. The running
-    statistics are then calibrated (:func:`calibrate_norms`): statistics that do not match the
-    activations make FG-CAM's ratio rules divide by near-cancelling contributions, and its map
-    then moves under float32 rounding of the input, so no export could be checked at 1e-4.
+    Random affine parameters keep eval mode from being (nearly) the identity; ``affine=False``
+    leaves them at their init (weight 1, bias 0). The running statistics are then calibrated
+    (:func:`calibrate_norms`). FG-CAM's ratio rules on iresnet_mini are well-conditioned only with
+    the init affine: with a random weight alone its map moves by 3.2e-4 under 2-ulp input changes
+    on faces, with any bias (random, 0.01 x randn, or learned in 40 ArcFace steps) by 0.03-1,
+    calibrated or not (measurements at test_explained.FGCAM_ILL_CONDITIONED).
     ``side`` defaults to the side the model declares (112 if none).
     """
     from facexai.export.input_size import resolve_input_size
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in norms(model):
+        for module in norms(model) if affine else []:
             n = module.num_features
             if module.weight is not None and module.weight.requires_grad:
                 module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
@@ -68,13 +70,16 @@ def calibrate_norms(model: nn.Module, side: int, seed: int = 0, batches: int = 4
     return model.eval()
 
 
-def make_verification(seeded_norms: bool = True) -> VerificationModule:
-    """iresnet_mini at 112 px; ``seeded_norms=False`` keeps BatchNorm at its identity init."""
+def make_verification(seeded_norms: bool = True, affine: bool = True) -> VerificationModule:
+    """iresnet_mini at 112 px; ``seeded_norms=False`` keeps BatchNorm at its identity init.
+
+    ``affine=False`` calibrates the statistics but keeps the affine at weight 1, bias 0.
+    """
     torch.manual_seed(0)
     module = VerificationModule(
         backbone="iresnet_mini", num_identities=8, embedding_size=EMBEDDING, backbone_kwargs={"img_size": 112}
     )
-    return seed_norms(module) if seeded_norms else module.eval()
+    return seed_norms(module, affine=affine) if seeded_norms else module.eval()
 
 
 def make_classifier(seeded_norms: bool = True) -> ClassifierModule:

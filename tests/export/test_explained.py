@@ -15,7 +15,7 @@ from facexai.export.cli import EXPORT_EXPLAINERS
 from facexai.export.errors import ExportError
 from facexai.export.parity import check_parity, explained_reference, noise_floor, parity_images
 
-from export_helpers import CLASSIFIER_SIZE
+from export_helpers import CLASSIFIER_SIZE, make_verification
 
 
 def explained_run(path: Path, images: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
@@ -84,13 +84,22 @@ def test_gradcam_classifier_parity(classifier_module, tmp_path: Path) -> None:
     assert_parity(classifier_diffs(result.path, classifier_module, create_explainer("gradcam")))
 
 
-# The fixtures' BatchNorm statistics are calibrated on faces (export_helpers.seed_norms), as in a
-# trained network; FG-CAM is then as well-conditioned as the others and held to the same 1e-4.
+# Issue 14 item 18: FG-CAM is held to the same 1e-4 as the others, and on the fixture it is not
+# reproducible by PyTorch itself. Measured on iresnet_mini (statistics calibrated on faces; "floor" =
+# max move of PyTorch's FG-CAM map under 2-ulp input changes on faces / noise, "onnx" = max
+# |ONNX - PyTorch| of the map on faces): random affine (the fixture) floor 0.039-1 / 0.060, onnx 0.038;
+# random weight, bias 0: floor 3.2e-4 / 8.9e-7; random bias only: 0.15 / 0.0093; bias 0.01 x randn:
+# 1 / 0.072; trained 40 ArcFace steps on synthetic faces (learned affine): 0.031 / 4.5e-4, onnx 0.027;
+# weight 1, bias 0: floor 4.2e-6 / 1.2e-6, onnx 3.4e-6. Only BatchNorm's init affine makes FG-CAM
+# well-conditioned, which no trained network keeps, so the fixture keeps its realistic affine and the
+# strict check refuses the export; test_fgcam_verification_parity_with_init_norm_affine shows the
+# exported graph itself is faithful where PyTorch is stable.
 FGCAM_ILL_CONDITIONED = pytest.mark.xfail(
     raises=ExportError, strict=True,
-    reason="FG-CAM on the random-weight iresnet_mini stays ill-conditioned after BatchNorm calibration "
-    "(PyTorch's own map moves by up to 0.04 under 2-ulp input changes, on faces and noise); the strict "
-    "parity check refuses the export instead of accepting it",
+    reason="FG-CAM is ill-conditioned on iresnet_mini unless BatchNorm keeps its init affine, calibrated "
+    "statistics or not: PyTorch's own map moves by 0.039-1 on faces under 2-ulp input changes on the fixture "
+    "(onnx differs by 0.038), 0.031 after 40 ArcFace training steps (onnx 0.027), 4e-6 only with weight 1, "
+    "bias 0. The strict 1e-4 parity check refuses the export instead of accepting it",
 )
 
 
@@ -102,6 +111,17 @@ def test_other_explainers_verification_parity(name: str, verification_module, tm
     diffs = verification_diffs(result.path, verification_module, create_explainer(name))
     print(f"{name} verification: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
           f"{ {k: float(v.max()) for k, v in diffs.items()} } on new faces")
+    assert_parity(diffs)
+
+
+@pytest.mark.slow
+def test_fgcam_verification_parity_with_init_norm_affine(tmp_path: Path) -> None:
+    """Where PyTorch's FG-CAM is stable (BatchNorm weight 1, bias 0, calibrated statistics), ONNX matches at 1e-4."""
+    module = make_verification(affine=False)
+    result = export_onnx(module, tmp_path / "fgcam.onnx", explainer="fgcam")
+    assert result.parity.worst <= 1e-4 and not result.parity.noise_floor
+    diffs = verification_diffs(result.path, module, create_explainer("fgcam"))
+    assert diffs["map_floor"].max() <= 1e-4  # PyTorch itself is stable: the premise of this test
     assert_parity(diffs)
 
 
