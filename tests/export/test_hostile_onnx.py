@@ -108,9 +108,15 @@ def test_unloadable_file_is_the_audits_error(tmp_path: Path) -> None:
         read_metadata(junk)
 
 
-def write_pairs(root: Path) -> tuple[Path, Path]:
-    """16 px colour images (one dark: the NaN model's embedding is NaN there) and a pairs file."""
+def write_pairs(tmp_path: Path) -> tuple[Path, Path]:
+    """16 px colour images (one dark: the NaN model's embedding is NaN there) and a pairs file.
+
+    They go in ``tmp_path/faces``: the audit refuses a report folder inside its image root.
+    """
     from PIL import Image
+
+    root = tmp_path / "faces"
+    root.mkdir()
 
     rng = np.random.default_rng(0)
     colours = {"dark": (10, 20, 5), "red": (220, 90, 60), "rose": (230, 120, 90), "teal": (60, 200, 190),
