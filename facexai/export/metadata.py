@@ -176,8 +176,9 @@ def _parse_values(values: dict[str, str], source: str) -> dict[str, Any]:
         "input_format": _choice(values["input_format"], INPUT_FORMATS, "input_format", source),
         "input_mean": read.number("input_mean", 0.0, 255.0, "a pixel value from 0 to 255"),
         "input_std": read.number("input_std", 0.0, math.inf, "a positive finite number", open_low=True),
-        "input_names": read.names("input_names", 1, 2),
-        "output_names": read.names("output_names", 1, 3),
+        # (images, target) -> (output, map[, similarity]) for explained graphs, images -> output else
+        "input_names": read.names("input_names", *((2, 2) if explainer else (1, 1))),
+        "output_names": read.names("output_names", *((2, 3) if explainer else (1, 1))),
         "version": values["version"],
         "embedding_size": read.integer("embedding_size", 1, MAX_WIDTH, optional=True),
         "class_names": class_names,
@@ -253,7 +254,8 @@ class _Reader:
         if optional and not self.values.get(key):
             return None
         value = self.json(key, "[]")
-        count = f"{low} or {high}" if high == low + 1 else f"{low} to {high}" if high else f"{low} or more"
+        count = (f"exactly {low}" if high == low else f"{low} or {high}" if high == low + 1
+                 else f"{low} to {high}" if high else f"{low} or more")  # fmt: skip
         expected = f"a JSON list of {count} names (strings)"
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.refuse(key, expected)

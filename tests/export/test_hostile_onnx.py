@@ -38,7 +38,10 @@ BAD_VALUES = [
     ("input_mean", "-3", "facexai.input_mean=-3.0"),
     ("embedding_size", "0", "facexai.embedding_size=0"),
     ("embedding_size", "-4", "facexai.embedding_size=-4"),
-    ("input_names", '[{"a": 1}]', "facexai.input_names.*list of 1 or 2 names"),
+    ("input_names", '[{"a": 1}]', "facexai.input_names.*list of exactly 1 names"),
+    ("input_names", '["images", "target"]', "facexai.input_names.*exactly 1"),
+    # found by the slow fuzz test: an explainer named on a plain graph made the probe IndexError
+    ("explainer", "gradcam", "facexai.input_names.*exactly 2"),
     ("input_names", '"images"', "facexai.input_names.*list"),
     ("output_names", "[]", "facexai.output_names"),
     ("explainer_options", "[1]", "facexai.explainer_options.*JSON object"),
