@@ -193,7 +193,8 @@ def _mismatch(name: str, kind: str, diff: float, tolerance: float, floor: float,
         f"PyTorch's own {name!r} moves by {floor:.3g} when the input moves by float32 rounding (relative "
         f"{ROUNDING:.2g}): the computation is ill-conditioned on this model (for FG-CAM: its ratio rules divide "
         "by near-cancelling contributions, e.g. behind BatchNorm shifts or statistics that do not match the "
-        "activations), and such an export cannot be verified"
+        "activations), and such an export cannot be verified; export another explainer (e.g. liftcam, "
+        "gradcam) or the plain model and explain it with `facexai explain`/`evaluate`"
     )
 
 
