@@ -42,7 +42,7 @@ from facexai.export import parity
 from facexai.export.errors import ExportError
 from facexai.export.input_size import insightface_note, resolve_input_size
 from facexai.export.insightface import insightface_normalisation
-from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
+from facexai.export.metadata import INPUT_FORMATS, ExportMetadata, first_line
 from facexai.writing import atomic_path, refuse_inputs
 
 logger = logging.getLogger(__name__)
@@ -395,18 +395,13 @@ def export_failure(err: BaseException) -> str:
         chain.append(chain[-1].__cause__)
     text = "\n".join(str(e) for e in chain)
     root = chain[-1]
-    summary = f"{type(root).__name__}: {_first_line(str(root))}"
+    summary = f"{type(root).__name__}: {first_line(root)}"
     if (found := OPERATOR.search(text)) is not None:
         operator = next(group for group in found.groups() if group)
         return f"operator {operator} has no ONNX translation ({summary})"
     if (line := USER_LINE.search(text)) is not None:
         return f"torch.export cannot follow {line[1]}:{line[2]} ({line[3].strip()}): {summary}"
     return summary
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "no message"
 
 
 def _check_graph(path: Path, meta: ExportMetadata) -> None:

@@ -8,7 +8,8 @@ to import) are only imported when an ONNX file is actually loaded.
 """
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an error message: loader errors stay one line even for long causes."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+# One helper for every loader and exporter message: a long cause (onnxruntime appends stack
+# traces) stays one line.
+from facexai.export.metadata import first_line  # noqa: E402
+
+__all__ = ["first_line"]
