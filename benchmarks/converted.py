@@ -28,13 +28,12 @@ from pathlib import Path
 
 import timm
 import torch
+from harness import measure_against
 from torch import Tensor, nn
 
 import facexai.models  # noqa: F401  registers the IResNets in timm
 from facexai.explain import create_explainer, explain_pairs
 from facexai.models import load_face_model
-
-from harness import measure_against
 
 #: per-method options that keep one timed call in seconds on 2 CPU cores
 OPTIONS: dict[str, dict] = {"fame": {"iterations": 10}, "corrrise": {"n_masks": 100}, "scorecam": {}}
@@ -101,8 +100,11 @@ def time_explainers(native: nn.Module, converted: nn.Module, batch: int, repeats
             "explainer": name, "native_s": floor.seconds, "converted_s": timed.seconds,
             "ratio": timed.seconds / floor.seconds, "pearson_min": float(agreement.min()),
         })  # fmt: skip
-        print(f"  {name:10s} native {floor.seconds:7.3f} s  converted {timed.seconds:7.3f} s  "
-              f"x{timed.seconds / floor.seconds:5.2f}  Pearson min {float(agreement.min()):.4f}", flush=True)
+        print(
+            f"  {name:10s} native {floor.seconds:7.3f} s  converted {timed.seconds:7.3f} s  "
+            f"x{timed.seconds / floor.seconds:5.2f}  Pearson min {float(agreement.min()):.4f}",
+            flush=True,
+        )
     return rows
 
 
@@ -127,7 +129,10 @@ def main() -> None:
             converted = load_face_model(path)
             seconds = time.perf_counter() - begin
             entry: dict = {"load_face_model_s": seconds, "onnx_mb": path.stat().st_size / 2**20}
-            print(f"{name}: load_face_model {seconds:.2f} s ({entry['onnx_mb']:.0f} MB ONNX, parity check included)", flush=True)
+            print(
+                f"{name}: load_face_model {seconds:.2f} s ({entry['onnx_mb']:.0f} MB ONNX, parity check included)",
+                flush=True,
+            )
             if name in args.explain_models:
                 entry["explainers"] = time_explainers(native, converted, args.batch_size, args.repeats, args.explainers)
             results["models"][name] = entry

@@ -264,7 +264,9 @@ def explainer_rows(spec: ModelSpec, model: nn.Module, images: Tensor, target: Ta
         floor = floor_of(name, explainer)
         timing, floor_timing = measure_against(_explain_fn(explainer, model, images, target), functions[floor],
                                                device, config.repeats, config.warmup)  # fmt: skip
-        progress(f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s ({floor} floor {floor_timing.seconds:.4g} s)")
+        progress(
+            f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s ({floor} floor {floor_timing.seconds:.4g} s)"
+        )
         per = options.get("iterations", 1) if name == "fame" else 1
         row = _row(spec.key, len(images), name, timing, floors["forward"].seconds,
                    (floor, floor_timing.seconds), per, options)  # fmt: skip
@@ -413,7 +415,7 @@ def _fit_epoch_durations(callbacks: list[Any], epochs: int, quick: bool, device:
                              callbacks=[*callbacks, Stamp()], enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, inference_mode=False)  # fmt: skip
         trainer.fit(module, datamodule=data)
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
 # ----------------------------------------------------------------------------- output
@@ -431,7 +433,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
     """A plain-text table of ``rows`` with (key, title) columns."""
     cells = [[title for _, title in columns]] + [[_fmt(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -440,7 +442,7 @@ ROW_COLUMNS = [("model", "model"), ("batch", "batch"), ("method", "method"), ("s
                ("images_per_s", "img/s"), ("floor", "floor"), ("x_floor", "x floor"), ("x_forward", "x forward"),
                ("peak_mb", "peak MB")]  # fmt: skip
 #: explainer and metric rows also show the floor's own time, measured in alternation with them
-TIMED_COLUMNS = ROW_COLUMNS[:6] + [("floor_s", "floor s")] + ROW_COLUMNS[6:]
+TIMED_COLUMNS = [*ROW_COLUMNS[:6], ("floor_s", "floor s"), *ROW_COLUMNS[6:]]
 COMPARE_COLUMNS = [("model", "model"), ("batch", "batch"), ("method", "facexai"), ("library", "library"),
                    ("other", "class"), ("facexai_s", "facexai s"), ("other_s", "other s"), ("speedup", "other/facexai"),
                    ("pearson", "Pearson"), ("pearson_samples", "n"), ("skipped", "note")]  # fmt: skip

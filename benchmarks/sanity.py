@@ -38,10 +38,10 @@ TOP_LAYERS = ("layer4", "bn2", "fc", "features")
 CASCADE = (
     ("head", ("bn2", "fc", "features")),
     ("+layer4", TOP_LAYERS),
-    ("+layer3", TOP_LAYERS + ("layer3",)),
-    ("+layer2", TOP_LAYERS + ("layer3", "layer2")),
-    ("+layer1", TOP_LAYERS + ("layer3", "layer2", "layer1")),
-    ("all", TOP_LAYERS + ("layer3", "layer2", "layer1", "conv1", "bn1", "prelu")),
+    ("+layer3", (*TOP_LAYERS, "layer3")),
+    ("+layer2", (*TOP_LAYERS, "layer3", "layer2")),
+    ("+layer1", (*TOP_LAYERS, "layer3", "layer2", "layer1")),
+    ("all", (*TOP_LAYERS, "layer3", "layer2", "layer1", "conv1", "bn1", "prelu")),
 )
 
 
@@ -90,8 +90,14 @@ def cascade(config: str, ckpt_path: str | None, pairs: int, explainers: list[str
         for level, names in CASCADE:
             randomised = randomise_top(model, names)
             random_maps = torch.cat(explain_pairs(explainer, randomised, batch["image_a"], batch["image_b"]))
-            rows.append({"method": name, "options": options.get(name, {}), "randomised": level,
-                         "spearman_vs_randomised": float(randomisation_sanity(maps, random_maps))})
+            rows.append(
+                {
+                    "method": name,
+                    "options": options.get(name, {}),
+                    "randomised": level,
+                    "spearman_vs_randomised": float(randomisation_sanity(maps, random_maps)),
+                }
+            )
             print(f"{name:<12} {level:<9} {rows[-1]['spearman_vs_randomised']:.3f}", flush=True)
     return rows
 
@@ -102,20 +108,27 @@ def run(config: str, ckpt_path: str | None, pairs: int, explainers: list[str],
     randomised = randomise_top(model)
     masks = torch.cat([batch["mask_a"], batch["mask_b"]]).float()
     generator = torch.Generator().manual_seed(0)
-    rows = [{"method": "random map", "energy_pointing_game": float(energy_pointing_game(torch.rand(masks.shape, generator=generator), masks))}]
+    rows = [
+        {
+            "method": "random map",
+            "energy_pointing_game": float(energy_pointing_game(torch.rand(masks.shape, generator=generator), masks)),
+        }
+    ]
     for name in explainers:
         explainer = create_explainer(name, **options.get(name, {}))
         start = time.perf_counter()
         maps = torch.cat(explain_pairs(explainer, model, batch["image_a"], batch["image_b"]))
         seconds = time.perf_counter() - start
         random_maps = torch.cat(explain_pairs(explainer, randomised, batch["image_a"], batch["image_b"]))
-        rows.append({
-            "method": name,
-            "options": options.get(name, {}),
-            "energy_pointing_game": float(energy_pointing_game(maps, masks)),
-            "spearman_vs_randomised": float(randomisation_sanity(maps, random_maps)),
-            "seconds": seconds,
-        })
+        rows.append(
+            {
+                "method": name,
+                "options": options.get(name, {}),
+                "energy_pointing_game": float(energy_pointing_game(maps, masks)),
+                "spearman_vs_randomised": float(randomisation_sanity(maps, random_maps)),
+                "seconds": seconds,
+            }
+        )
     return rows
 
 
@@ -125,10 +138,16 @@ def main() -> None:
     parser.add_argument("--ckpt_path")
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--explainers", nargs="*", default=available_explainers())
-    parser.add_argument("--cascade", action="store_true",
-                        help="Spearman against ever deeper randomisation instead of the table")
-    parser.add_argument("--option", action="append", default=[], metavar="METHOD.OPTION=VALUE",
-                        help="override a method's option (JSON value), e.g. fame.iterations=100")
+    parser.add_argument(
+        "--cascade", action="store_true", help="Spearman against ever deeper randomisation instead of the table"
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="METHOD.OPTION=VALUE",
+        help="override a method's option (JSON value), e.g. fame.iterations=100",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     options = parse_options(args.option)
@@ -142,8 +161,10 @@ def main() -> None:
     print(f"{'method':<12} {'EPG (e+)':>9} {'Spearman vs randomised':>23} {'seconds':>8}")
     for row in rows:
         spearman = row.get("spearman_vs_randomised")
-        print(f"{row['method']:<12} {row['energy_pointing_game']:>9.4f} "
-              f"{'' if spearman is None else f'{spearman:.3f}':>23} {row.get('seconds', 0):>8.2f}")
+        print(
+            f"{row['method']:<12} {row['energy_pointing_game']:>9.4f} "
+            f"{'' if spearman is None else f'{spearman:.3f}':>23} {row.get('seconds', 0):>8.2f}"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -58,7 +58,9 @@ def align_main(argv: Sequence[str]) -> int:
     """``facexai align``: align a folder of faces with a landmarks file."""
     parser = argparse.ArgumentParser(prog="python -m facexai align", description=align_main.__doc__)
     parser.add_argument("--src", required=True, help="folder of input images")
-    parser.add_argument("--landmarks", required=True, help="CSV (filename,x1,y1,...,x5,y5) or JSON {filename: [[x,y]*5]}")
+    parser.add_argument(
+        "--landmarks", required=True, help="CSV (filename,x1,y1,...,x5,y5) or JSON {filename: [[x,y]*5]}"
+    )
     parser.add_argument("--dst", required=True, help="output folder (same relative paths)")
     parser.add_argument("--image-size", type=int, default=112, help="output side (default 112)")
     args = parser.parse_args(list(argv))

@@ -27,14 +27,6 @@ from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs, head
-from facexai.explain import Explainer, SimilarityTarget, Target, available_explainers, create_explainer
-from facexai.metrics import create_metric
-from facexai.metrics.functional import (
-    deletion_insertion_curves,
-    masked_scores,
-    target_score_fn,
-    verification_perturbation_curves,
-)
 
 # re-exported: scripts and tests import the config loaders from here
 from facexai.evaluate_inputs import (  # noqa: F401
@@ -44,6 +36,14 @@ from facexai.evaluate_inputs import (  # noqa: F401
     load_checkpoint,
     load_config,
     resolve_class,
+)
+from facexai.explain import Explainer, SimilarityTarget, Target, available_explainers, create_explainer
+from facexai.metrics import create_metric
+from facexai.metrics.functional import (
+    deletion_insertion_curves,
+    masked_scores,
+    target_score_fn,
+    verification_perturbation_curves,
 )
 
 #: rows that are not explainers; explainer labels may not take these names

@@ -157,7 +157,9 @@ def settings_paragraph(
 def model_sentence(context: Mapping[str, Any]) -> str:
     """Where the model and data came from: a fit config (+ checkpoint) or a model file + data files."""
     if context.get("model_file"):
-        return f"Model {context.get('model', '?')} loaded from `{context['model_file']}`; data: {context.get('data', '?')}"
+        return (
+            f"Model {context.get('model', '?')} loaded from `{context['model_file']}`; data: {context.get('data', '?')}"
+        )
     checkpoint = context.get("checkpoint") or "none (the config's freshly initialised, seeded weights)"
     return f"Model {context.get('model', '?')} from `{context.get('config', '?')}`; checkpoint: {checkpoint}"
 
@@ -234,7 +236,7 @@ def curves_figure(panels: Mapping[str, Mapping[str, torch.Tensor]], title: str, 
     fig = Figure(figsize=(3.4 * max(len(panels), 1), 3.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
-    for ax, (panel, lines) in zip(axes, panels.items()):
+    for ax, (panel, lines) in zip(axes, panels.items(), strict=False):
         for label, curve in lines.items():
             curve = curve.detach().float().cpu()
             style = "--" if label in dashed else "-"
@@ -275,7 +277,7 @@ def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
 
 
 def gallery_captions(gallery: ExplanationInputs, count: int) -> list[str]:
-    """"genuine | cos=0.83" per shown pair: the clean cosine of the two embeddings."""
+    """ "genuine | cos=0.83" per shown pair: the clean cosine of the two embeddings."""
     from facexai.callbacks.rendering import pair_captions
 
     return pair_captions(gallery.outputs.detach().float().cpu(), gallery.issame)[:count]

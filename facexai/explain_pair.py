@@ -116,9 +116,7 @@ def explain_both_views(
     return maps
 
 
-def render_pair(
-    face_a: Tensor, face_b: Tensor, result: PairMaps, similarity: float, tile_size: int
-) -> Tensor:
+def render_pair(face_a: Tensor, face_b: Tensor, result: PairMaps, similarity: float, tile_size: int) -> Tensor:
     """The picture of one explainer: an e+ row and an e- row of [A | map A | B | map B]."""
     from facexai.callbacks.overlays import compose_grid, pair_rows
     from facexai.data.transforms import denormalise
@@ -177,7 +175,7 @@ def explain_main(argv: Sequence[str]) -> int:
     device = torch.device(device_from_arg(args.device))
     model = load_model_from_args(args).to(device).eval()
     size = model_input_size(model)
-    face_a, face_b = (to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in))
+    face_a, face_b = (to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in, strict=False))
     similarity = cosine_similarity(model, face_a, face_b)
     results = explain_all(explainers, model, face_a, face_b, progress=not args.no_progress)
     for result in results:

@@ -49,9 +49,7 @@ def refuse_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike 
     output = Path(output)
     for source in inputs:
         if source is not None and _same_or_inside(output, Path(source)):
-            raise OverwriteInputError(
-                f"{what} {output} would overwrite the input {source}; choose a different path"
-            )
+            raise OverwriteInputError(f"{what} {output} would overwrite the input {source}; choose a different path")
 
 
 def temporary_sibling(target: Path) -> Path:

@@ -7,14 +7,35 @@ from facexai.cli import main
 
 TINY = {
     "seed_everything": 0,
-    "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-                "enable_progress_bar": False, "enable_model_summary": False},
-    "model": {"class_path": "facexai.models.VerificationModule",
-              "init_args": {"backbone": "iresnet_mini", "num_identities": 4, "embedding_size": 16,
-                            "backbone_kwargs": {"img_size": 32}}},
-    "data": {"class_path": "facexai.data.SyntheticFacesDataModule",
-             "init_args": {"num_identities": 4, "images_per_identity": 2, "num_val_identities": 3,
-                           "val_images_per_identity": 2, "num_val_pairs": 8, "image_size": 32, "batch_size": 4}},
+    "trainer": {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    },
+    "model": {
+        "class_path": "facexai.models.VerificationModule",
+        "init_args": {
+            "backbone": "iresnet_mini",
+            "num_identities": 4,
+            "embedding_size": 16,
+            "backbone_kwargs": {"img_size": 32},
+        },
+    },
+    "data": {
+        "class_path": "facexai.data.SyntheticFacesDataModule",
+        "init_args": {
+            "num_identities": 4,
+            "images_per_identity": 2,
+            "num_val_identities": 3,
+            "val_images_per_identity": 2,
+            "num_val_pairs": 8,
+            "image_size": 32,
+            "batch_size": 4,
+        },
+    },
 }
 
 
@@ -47,14 +68,14 @@ def test_unknown_config_key(config, capsys):
 
 
 def test_unknown_backbone_is_one_clear_line(tmp_path, capsys):
-    bad = {**TINY, "model": {"class_path": "facexai.models.VerificationModule",
-                             "init_args": {"backbone": "iresnet55"}}}
+    bad = {**TINY, "model": {"class_path": "facexai.models.VerificationModule", "init_args": {"backbone": "iresnet55"}}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     code = main(["fit", "--config", str(path), "--trainer.fast_dev_run=1"])
     err = capsys.readouterr().err
     assert code != 0
-    assert "iresnet55" in err and "iresnet50" in err  # names the bad value and close matches
+    assert "iresnet55" in err
+    assert "iresnet50" in err
 
 
 def test_unknown_command(capsys):
@@ -82,9 +103,11 @@ def test_audit_entry_point_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom facexai.cli import main\n"
-            "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys\nfrom facexai.cli import main\n"
+        "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -100,9 +123,16 @@ def test_validate_and_test_with_pairs_only(tmp_path):
             pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / name / f"{name}_{i:04d}.jpg")
     (tmp_path / "pairs.txt").write_text("x 1 2\ny 1 2\nx 1 y 2\nx 2 y 1\n")
-    data = {"class_path": "facexai.data.FacePairsDataModule",
-            "init_args": {"pairs_files": [str(tmp_path / "pairs.txt")], "pairs_root": str(tmp_path),
-                          "image_size": 32, "batch_size": 4, "num_workers": 0}}
+    data = {
+        "class_path": "facexai.data.FacePairsDataModule",
+        "init_args": {
+            "pairs_files": [str(tmp_path / "pairs.txt")],
+            "pairs_root": str(tmp_path),
+            "image_size": 32,
+            "batch_size": 4,
+            "num_workers": 0,
+        },
+    }
     path = tmp_path / "pairs_only.yaml"
     path.write_text(yaml.safe_dump({**TINY, "data": data}))
     assert main(["validate", "--config", str(path), "--trainer.fast_dev_run=1"]) == 0
@@ -118,19 +148,24 @@ def test_torch_onnx_and_value_errors_are_one_line_other_errors_keep_traceback(mo
     class ExportError(ValueError):
         pass
 
-    raised = {"export": TorchExportError("Failed to export the model.\n\nDetails\nof the graph"),
-              "evaluate": ExportError("model cannot be exported: layer x"), "explain": KeyError("bug")}
+    raised = {
+        "export": TorchExportError("Failed to export the model.\n\nDetails\nof the graph"),
+        "evaluate": ExportError("model cannot be exported: layer x"),
+        "explain": KeyError("bug"),
+    }
 
     def fails(command):
         def run(argv):
             raise raised[command]
+
         return run
 
     monkeypatch.setattr(cli, "TOOLS", {name: fails(name) for name in raised})
     monkeypatch.delenv("FACEXAI_DEBUG", raising=False)
     assert main(["export"]) == 2
-    assert capsys.readouterr().err == ("facexai: error: Failed to export the model. "
-                                       "(FACEXAI_DEBUG=1 shows the details)\n")
+    assert capsys.readouterr().err == (
+        "facexai: error: Failed to export the model. (FACEXAI_DEBUG=1 shows the details)\n"
+    )
     assert main(["evaluate"]) == 2
     assert capsys.readouterr().err == "facexai: error: model cannot be exported: layer x\n"
     with pytest.raises(KeyError):

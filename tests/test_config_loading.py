@@ -58,14 +58,13 @@ def test_popen_class_path_runs_nothing(tmp_path: Path) -> None:
 def test_untrusted_module_is_never_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Importing a module runs its top level: the package is checked before the import."""
     marker = tmp_path / "imported"
-    (tmp_path / "evil_config_module.py").write_text(
-        f"open({str(marker)!r}, 'w').close()\nclass Model:\n    pass\n"
-    )
+    (tmp_path / "evil_config_module.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Model:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     path = _config(tmp_path, {"model": {"class_path": "evil_config_module.Model"}, "data": DATA})
     with pytest.raises(ConfigError, match="is refused"):
         load_config_specs(path)
-    assert not marker.exists() and "evil_config_module" not in sys.modules
+    assert not marker.exists()
+    assert "evil_config_module" not in sys.modules
 
 
 @pytest.mark.parametrize(
@@ -94,8 +93,10 @@ def test_reexported_foreign_class_is_refused() -> None:
 
 
 def test_nested_class_paths_only_name_nn_layers() -> None:
-    spec = parse_spec({**MODEL, "init_args": {**MODEL["init_args"],
-                                             "backbone_kwargs": {"act": {"class_path": "torch.nn.GELU"}}}}, "model")
+    spec = parse_spec(
+        {**MODEL, "init_args": {**MODEL["init_args"], "backbone_kwargs": {"act": {"class_path": "torch.nn.GELU"}}}},
+        "model",
+    )
     where = "model.init_args.backbone_kwargs.act"
     assert spec.init_args["backbone_kwargs"]["act"] == ClassSpec(torch.nn.GELU, {}, where)
     for bad in ("subprocess.Popen", "builtins.eval", "facexai.data.RecordIOWriter", "pathlib.Path"):
@@ -107,7 +108,8 @@ def test_nested_class_paths_only_name_nn_layers() -> None:
 def test_nested_spec_is_built_before_its_owner() -> None:
     linear = ClassSpec(torch.nn.Linear, {"in_features": 2, "out_features": 3}, "layer")
     built = build(ClassSpec(torch.nn.ModuleDict, {"modules": {"a": linear}}, "owner"))
-    assert isinstance(built["a"], torch.nn.Linear) and built["a"].out_features == 3
+    assert isinstance(built["a"], torch.nn.Linear)
+    assert built["a"].out_features == 3
     with pytest.raises(ConfigError, match=r"cannot build layer \(Linear\) from its init_args: .*nope"):
         build(ClassSpec(torch.nn.Linear, {"nope": 1}, "layer"))
 
@@ -133,7 +135,9 @@ def test_malformed_yaml_is_one_line_naming_file_and_line(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as err:
         read_config(path)
     message = str(err.value)
-    assert str(path) in message and "line 4" in message and "\n" not in message
+    assert str(path) in message
+    assert "line 4" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -186,7 +190,8 @@ def test_checkpoint_errors_never_suggest_unsafe_loading(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError) as err:
             read_checkpoint(path)
         assert "is not a readable facexai/Lightning checkpoint" in str(err.value)
-        assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+        assert "weights_only=False" not in str(err.value)
+        assert "\n" not in str(err.value)
     tensor = tmp_path / "tensor.ckpt"
     torch.save(torch.zeros(2), tensor)
     with pytest.raises(CheckpointError, match="holds a Tensor"):

@@ -110,10 +110,12 @@ def test_evaluate_pairs_writes_report_with_every_metric(tmp_path: Path) -> None:
     for row in rows:
         assert all(math.isfinite(float(row[column])) for column in expected), row
         assert int(row["maps"]) == 8  # 2 pairs x 2 sides x (e+, e-)
-    assert float(rows[0]["seconds_per_map"]) > 0 and rows[2]["seconds_per_map"] == ""
+    assert float(rows[0]["seconds_per_map"]) > 0
+    assert rows[2]["seconds_per_map"] == ""
     report = (out / "results.md").read_text()
     assert "deletion_auc_steps-4_baseline-zero_score-cosine" in report
-    assert "*random*" in report and "Del AUC e+ ↓" in report
+    assert "*random*" in report
+    assert "Del AUC e+ ↓" in report
     page = (out / "index.html").read_text()
     links = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert {"gallery.png", "gallery_neg.png", "curves_overlay.png", "curves_gradcam.png", "results.md"} <= set(links)
@@ -129,8 +131,10 @@ def test_index_escapes_row_labels(tmp_path: Path) -> None:
                              {"deletion_auc": False}, {"deletion": {"": curve}}, 0.1, 2)]  # fmt: skip
     paths = write_report(rows, EvaluationSettings(), tmp_path, {"model": "M<1>", "config": "a&b.yaml"})
     page = paths["html"].read_text()
-    assert "&lt;b&gt;cam&lt;/b&gt; &amp; co" in page and "<b>cam" not in page
-    assert "M&lt;1&gt;" in page and "<code>a&amp;b.yaml</code>" in page
+    assert "&lt;b&gt;cam&lt;/b&gt; &amp; co" in page
+    assert "<b>cam" not in page
+    assert "M&lt;1&gt;" in page
+    assert "<code>a&amp;b.yaml</code>" in page
     assert "gallery.png" not in page  # no pair samples given: no gallery, and no dead link
 
 
@@ -154,7 +158,8 @@ def test_results_json_is_standard_json_with_null_for_nan(tmp_path: Path) -> None
     payload = _strict_json(paths["json"].read_text())
     row = payload["results"][0]
     assert row["values"] == {"deletion_auc": 0.5, "verification_deletion_auc": None, "average_drop": None}
-    assert row["curves"]["deletion"]["score"] == [1.0, None, 0.0] and payload["context"]["score"] is None
+    assert row["curves"]["deletion"]["score"] == [1.0, None, 0.0]
+    assert payload["context"]["score"] is None
 
 
 def test_report_files_are_replaced_only_when_complete(tmp_path: Path) -> None:
@@ -190,18 +195,25 @@ def test_output_folder_may_not_be_an_input(tmp_path: Path, capsys: pytest.Captur
     for extra, clobbered in cases:
         assert cli.main([*base, *extra]) == 2
         assert f"would overwrite the input {clobbered}" in capsys.readouterr().err
-    assert pairs.read_text() == "a.png b.png 1\n" and model.read_bytes() == b"not loaded"
+    assert pairs.read_text() == "a.png b.png 1\n"
+    assert model.read_bytes() == b"not loaded"
     assert sorted(p.name for p in images.iterdir()) == []
     config = _write(tmp_path, VERIFICATION_YAML)
     assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", "--out", str(config)]) == 2
-    assert "would overwrite the input" in capsys.readouterr().err and config.read_text() == VERIFICATION_YAML
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert config.read_text() == VERIFICATION_YAML
 
 
 def test_evaluate_classifier_with_checkpoint_and_options(tmp_path: Path) -> None:
     config, out = _write(tmp_path, CLASSIFIER_YAML), tmp_path / "eval"
     torch.manual_seed(1)
-    module = instantiate({"class_path": "ClassifierModule", "init_args": {"backbone": "iresnet_mini", "num_classes": 4,
-                                                                        "backbone_kwargs": {"img_size": 32}}}, "model")
+    module = instantiate(
+        {
+            "class_path": "ClassifierModule",
+            "init_args": {"backbone": "iresnet_mini", "num_classes": 4, "backbone_kwargs": {"img_size": 32}},
+        },
+        "model",
+    )
     torch.save({"state_dict": module.state_dict()}, tmp_path / "model.ckpt")
     options = '{"cam2": {"method": "gradcam", "target_layer": "layer3"}}'
     argv = ["--config", str(config), "--ckpt_path", str(tmp_path / "model.ckpt"), "--explainers", "cam2",
@@ -272,7 +284,8 @@ def test_malformed_yaml_and_bad_checkpoint_are_one_line(tmp_path: Path, capsys: 
     config = _write(tmp_path, VERIFICATION_YAML.replace("    batch_size: 4\n", "    batch_size: [4\n"))
     assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", *FAST]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"facexai: error: config {config}: line ") and err.count("\n") == 1
+    assert err.startswith(f"facexai: error: config {config}: line ")
+    assert err.count("\n") == 1
     config = _write(tmp_path, VERIFICATION_YAML)
     junk = tmp_path / "notes.ckpt"
     junk.write_text("not a checkpoint")
@@ -280,7 +293,8 @@ def test_malformed_yaml_and_bad_checkpoint_are_one_line(tmp_path: Path, capsys: 
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert f"{junk} is not a readable facexai/Lightning checkpoint" in err
-    assert "weights_only=False" not in err and err.count("\n") == 1
+    assert "weights_only=False" not in err
+    assert err.count("\n") == 1
 
 
 def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:
@@ -313,7 +327,8 @@ def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:
     truth_v, random_v, inverted_v = values["truth"], values["random"], values["inverted"]
     assert truth_v["deletion_auc"] < random_v["deletion_auc"] < inverted_v["deletion_auc"]
     assert truth_v["insertion_auc"] > random_v["insertion_auc"] > inverted_v["insertion_auc"]
-    assert truth_v["pointing_game"] == 1.0 and inverted_v["pointing_game"] == 0.0
+    assert truth_v["pointing_game"] == 1.0
+    assert inverted_v["pointing_game"] == 0.0
     assert truth_v["pointing_game"] > random_v["pointing_game"]
     assert truth_v["energy_pointing_game"] == pytest.approx(1.0)
     assert truth_v["energy_pointing_game"] > random_v["energy_pointing_game"] > inverted_v["energy_pointing_game"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facexai import cli
@@ -77,10 +76,12 @@ def _check_report(out: Path) -> list[dict[str, str]]:
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     names = [row["explainer"] for row in rows]
-    assert names[:3] == [*EXPLAINERS, "random"] and names[3].startswith("inverted ")
+    assert names[:3] == [*EXPLAINERS, "random"]
+    assert names[3].startswith("inverted ")
     for row in rows:
         assert int(row["maps"]) == 4 * PAIRS  # both sides, e+ and e-
-        assert math.isfinite(float(row["deletion_auc_pos"])) and math.isfinite(float(row["verification_deletion_auc"]))
+        assert math.isfinite(float(row["deletion_auc_pos"]))
+        assert math.isfinite(float(row["verification_deletion_auc"]))
     table = (out / "results.md").read_text()
     assert all(re.search(rf"^\| {name} \|", table, re.M) for name in EXPLAINERS)
     for name, title in (("gallery.png", "e+"), ("gallery_neg.png", "e-")):
@@ -142,7 +143,8 @@ def test_model_argument_errors(data, extra, message, tmp_path, capsys) -> None:
     argv = ["evaluate", "--model", str(data["pth"]), *extra, "--explainers", "gradcam", "--out", str(out), *FAST]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert len(err) == 1
+    assert message in err[0]
     assert not out.exists()
 
 
@@ -160,4 +162,7 @@ def test_report_names_the_users_file_not_the_default_backbone(tmp_path: Path) ->
 
     path = save_state_dict(make_arcface_model(side=32), tmp_path / "backbone.pth")
     assert describe_module(VerificationModule(pretrained=str(path), num_identities=4)) == f"VerificationModule({path})"
-    assert describe_module(VerificationModule(backbone="iresnet_mini", num_identities=4)) == "VerificationModule(iresnet_mini)"
+    assert (
+        describe_module(VerificationModule(backbone="iresnet_mini", num_identities=4))
+        == "VerificationModule(iresnet_mini)"
+    )

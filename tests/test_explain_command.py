@@ -134,7 +134,9 @@ def test_bad_input_is_one_line_and_writes_nothing(files, case, tmp_path, capsys)
     out = tmp_path / "out"
     assert cli.main(["explain", *argv, "--out", str(out), *QUIET]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("facexai: error: ") and needle in err[0]
+    assert len(err) == 1
+    assert err[0].startswith("facexai: error: ")
+    assert needle in err[0]
     if case == "explainer":
         assert all(name in err[0] for name in ("fame", "fgcam", "liftcam", "gradcam"))
     assert not out.exists()
@@ -147,8 +149,10 @@ def test_output_may_not_be_an_input(files, tmp_path, capsys) -> None:
     for key in before:
         assert cli.main([*base, "--out", str(files[key]), *QUIET]) == 2
         err = capsys.readouterr().err
-        assert err == f"facexai: error: --out {files[key]} would overwrite the input {files[key]}; " \
-                      "choose a different path\n"
+        assert (
+            err == f"facexai: error: --out {files[key]} would overwrite the input {files[key]}; "
+            "choose a different path\n"
+        )
     assert {key: files[key].read_bytes() for key in before} == before
 
 
@@ -157,4 +161,6 @@ def test_help(capsys) -> None:
         cli.main(["explain", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--model" in out and "--channel-order" in out and "image_a" in out
+    assert "--model" in out
+    assert "--channel-order" in out
+    assert "image_a" in out

@@ -22,7 +22,9 @@ def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
 def test_successful_write_replaces_and_keeps_suffix(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "report.json"
     with atomic_path(target) as partial:
-        assert partial.suffix == ".json" and partial.parent == target.parent and partial.name.startswith(".")
+        assert partial.suffix == ".json"
+        assert partial.parent == target.parent
+        assert partial.name.startswith(".")
         partial.write_text("{}")
     assert target.read_text() == "{}"
     write_text_atomic(target, "[1]")

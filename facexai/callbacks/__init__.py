@@ -7,7 +7,8 @@
 from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
 from facexai.callbacks.comparison import ComparisonLayout, comparison_grid
 from facexai.callbacks.explanation import ExplanationCallback
-from facexai.callbacks.metric_suite import DEFAULT_METRICS, SUPPORTED as SUPPORTED_METRICS
+from facexai.callbacks.metric_suite import DEFAULT_METRICS
+from facexai.callbacks.metric_suite import SUPPORTED as SUPPORTED_METRICS
 from facexai.callbacks.overlays import (
     COLORMAPS,
     apply_colormap,

@@ -164,7 +164,9 @@ def _check_inputs(
             raise ValueError(f"{name} must be a tensor (N, 3, H, W), got {_describe(images)}")
     n = len(images_a)
     if len(images_b) != n or n == 0:
-        raise ValueError(f"images_a and images_b must hold the same number (>= 1) of faces, got {n} and {len(images_b)}")
+        raise ValueError(
+            f"images_a and images_b must hold the same number (>= 1) of faces, got {n} and {len(images_b)}"
+        )
     if not maps:
         raise ValueError("maps is empty: give at least one method -> (maps of A, maps of B)")
     for method, pair in maps.items():
@@ -239,7 +241,9 @@ def _draw_colour_bar(canvas: np.ndarray, layout: ComparisonLayout, cmap: str) ->
     canvas[y0:y1, x0:x1] = _to_uint8(colours.T[None, :, :, None])[0]
 
 
-def _texts(layout: ComparisonLayout, methods: list[str], captions: Sequence[str], title: str) -> list[tuple[int, int, int, str]]:
+def _texts(
+    layout: ComparisonLayout, methods: list[str], captions: Sequence[str], title: str
+) -> list[tuple[int, int, int, str]]:
     """(x, y, max width, text) of the title, the column headers, the captions and the bar labels."""
     full = layout.size[1] - 2 * BORDER - 2 * PAD
     # The 12 px font's glyphs span rows 2-15 below the anchor: each band (>= 16 px) holds one line.
@@ -273,7 +277,9 @@ def _draw_texts(canvas: np.ndarray, texts: Sequence[tuple[int, int, int, str]]) 
     return np.asarray(pil).copy()
 
 
-def _shorten(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int) -> str:
+def _shorten(
+    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int
+) -> str:
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "...", font=font) > width:

@@ -39,9 +39,7 @@ def build_explainers(explainers: ExplainerSpec, target_layer: str | None = None)
     elif isinstance(explainers, Sequence) and not isinstance(explainers, str):
         items = [(_label(entry), entry if isinstance(entry, Explainer) else (entry, {})) for entry in explainers]
     else:
-        raise TypeError(
-            f"explainers must be a list of names/Explainers or a dict name -> options, got {explainers!r}"
-        )
+        raise TypeError(f"explainers must be a list of names/Explainers or a dict name -> options, got {explainers!r}")
     built: dict[str, Explainer] = {}
     for label, spec in items:
         if label in built:
@@ -111,6 +109,4 @@ def check_layers(explainers: Mapping[str, Explainer], model: nn.Module) -> None:
 
 def tag_label(label: str) -> str:
     """A TensorBoard-safe tag: ``gradcam++`` -> ``gradcam_pp``; ``/`` separates a set name."""
-    return "/".join(
-        re.sub(r"[^\w.-]", "_", part.replace("++", "_pp").replace("+", "_p")) for part in label.split("/")
-    )
+    return "/".join(re.sub(r"[^\w.-]", "_", part.replace("++", "_pp").replace("+", "_p")) for part in label.split("/"))

@@ -282,7 +282,8 @@ class MetricSuite:
 @contextmanager
 def _empty_rank_compute() -> Iterator[None]:
     """Silence torchmetrics' "compute before update" warning: on a rank that saw no batch of a
-    metric the other ranks updated, computing is right (the gather brings their states)."""
+    metric the other ranks updated, computing is right (the gather brings their states).
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The ``compute`` method of metric", category=UserWarning)
         yield

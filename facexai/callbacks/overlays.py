@@ -10,11 +10,10 @@ Captions are drawn with PIL because TensorBoard's image panel shows no per-row t
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-
-import difflib
 
 import matplotlib
 import numpy as np
@@ -230,7 +229,7 @@ def curves_figure(curves: dict[str, dict[str, Tensor]], title: str = "") -> Figu
     # A fixed layout: constrained/tight layout solvers cost more than drawing these small plots.
     fig = Figure(figsize=(3.2 * len(curves), 2.8), dpi=100)
     fig.subplots_adjust(left=0.16 / len(curves), right=0.97, bottom=0.17, top=0.89, wspace=0.35)
-    for ax, (mode, lines) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+    for ax, (mode, lines) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items(), strict=False):
         for label, curve in lines.items():
             curve = curve.detach().float().cpu()
             ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve.numpy(), label=label or "score")

@@ -24,7 +24,14 @@ from facexai.callbacks.metric_suite import VIEW_LABELS, View
 from facexai.callbacks.overlays import classification_rows, compose_grid, pair_rows
 from facexai.explain import ClassTarget
 
-__all__ = ["ComparisonLayout", "add_picture", "comparison_grid", "render_comparison", "render_views", "tensorboard_writers"]
+__all__ = [
+    "ComparisonLayout",
+    "add_picture",
+    "comparison_grid",
+    "render_comparison",
+    "render_views",
+    "tensorboard_writers",
+]
 
 #: zlib level and strategy (3 = Z_RLE) of logged PNGs: on the demo's grids ~3x faster to encode
 #: than PIL's default (level 6, default strategy) for files of the same size (155 kB per
@@ -96,10 +103,8 @@ def render_views(
     return grids
 
 
-def single_captions(
-    outputs: Tensor, view: View, labels: Tensor | None, class_names: Sequence[str] | None
-) -> list[str]:
-    """"<class> p=0.91[, label <class>][, pred <class> p=...]" per image, or the target score."""
+def single_captions(outputs: Tensor, view: View, labels: Tensor | None, class_names: Sequence[str] | None) -> list[str]:
+    """ "<class> p=0.91[, label <class>][, pred <class> p=...]" per image, or the target score."""
     if not isinstance(view.target, ClassTarget):
         return [f"score {s:.3f}" for s in view.target(outputs).tolist()]
 
@@ -120,7 +125,7 @@ def single_captions(
 
 
 def pair_captions(outputs: Tensor, issame: Tensor | None, view_label: str = "") -> list[str]:
-    """"genuine | cos=0.83 | e+" per pair (cosine of the two clean embeddings; no view label if empty)."""
+    """ "genuine | cos=0.83 | e+" per pair (cosine of the two clean embeddings; no view label if empty)."""
     n = len(outputs) // 2
     cosine = F.cosine_similarity(outputs[:n], outputs[n:], dim=1).tolist()
     kinds = ["pair"] * n if issame is None else ["genuine" if s else "impostor" for s in issame.tolist()]

@@ -45,7 +45,7 @@ class LandmarksFileError(ValueError):
 
 
 def _face_align():
-    """insightface's face_align module, imported on use (importing insightface takes seconds)."""
+    """Insightface's face_align module, imported on use (importing insightface takes seconds)."""
     from insightface.utils import face_align
 
     return face_align
@@ -162,7 +162,8 @@ def _is_header(row: list[str]) -> bool:
 
 def _parse_points(cells: list[str], where: str) -> np.ndarray:
     """Ten coordinates as float32 (5, 2), finite after the cast (1e39 is a finite float64 but inf
-    in float32, which the warp would only reject later, without naming the line)."""
+    in float32, which the warp would only reject later, without naming the line).
+    """
     try:
         values = [float(cell) for cell in cells]
     except ValueError:

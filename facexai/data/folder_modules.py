@@ -95,7 +95,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         else:
             val_files, val_labels, val_classes = scan_class_folders(self.val_dir)
             if val_classes != self.class_names:
-                raise ValueError(f"{self.val_dir} has classes {val_classes}, but {self.train_dir} has {self.class_names}")
+                raise ValueError(
+                    f"{self.val_dir} has classes {val_classes}, but {self.train_dir} has {self.class_names}"
+                )
             self.train_set = ImageFileDataset(files, labels, self.image_size, self.augmentation)
             self.val_set = ImageFileDataset(val_files, val_labels, self.image_size)
 

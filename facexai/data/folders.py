@@ -47,7 +47,9 @@ def scan_class_folders(root: str | Path) -> tuple[list[Path], list[int], list[st
 class ImageFileDataset(Dataset):
     """Items ``{"image", "label"}`` read from files, resized to ``image_size``."""
 
-    def __init__(self, files: list[Path], labels: list[int], image_size: int, transform: A.Compose | None = None) -> None:
+    def __init__(
+        self, files: list[Path], labels: list[int], image_size: int, transform: A.Compose | None = None
+    ) -> None:
         self.files, self.labels, self.image_size, self.transform = files, labels, image_size, transform
 
     def __len__(self) -> int:

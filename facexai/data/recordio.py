@@ -186,7 +186,7 @@ def frame_record(payload: bytes) -> bytes:
 
 
 def _continuation_flag(part: int, parts: int) -> int:
-    """dmlc's flags: 0 whole record, 1 first part, 2 middle part, 3 last part."""
+    """Dmlc's flags: 0 whole record, 1 first part, 2 middle part, 3 last part."""
     if parts == 1:
         return 0
     if part == 0:
@@ -576,8 +576,7 @@ class RecordIODataset(Dataset):
             )
         if end - first > first - 1:
             raise RecordIOError(
-                f"{where}: identity range {first}..{end} announces {end - first} identities but only "
-                f"{first - 1} images"
+                f"{where}: identity range {first}..{end} announces {end - first} identities but only {first - 1} images"
             )
         return first, end
 
@@ -728,7 +727,8 @@ class RecordIOWriter:
 
     def rewrite_first(self, payload: bytes) -> None:
         """Replace the first record written by ``payload`` of the same framed size (a header
-        placeholder filled in once the counts are known)."""
+        placeholder filled in once the counts are known).
+        """
         framed = frame_record(payload)
         if self._first is None or self._first[1] != len(framed):
             raise RecordIOError(f"{self.root / 'train.rec'}: no first record of {len(framed)} bytes to rewrite")

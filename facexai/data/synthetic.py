@@ -57,7 +57,7 @@ class Identities:
     def __len__(self) -> int:
         return len(self.eye_width)
 
-    def take(self, index: Tensor) -> "Identities":
+    def take(self, index: Tensor) -> Identities:
         """Traits of the identities in ``index`` (one row per image)."""
         return Identities(**{k: v[index] for k, v in vars(self).items()})
 
@@ -71,9 +71,7 @@ def sample_identities(count: int, generator: torch.Generator) -> Identities:
     return Identities(**traits, mark_side=side, iris_colour=iris, mark_colour=mark)
 
 
-def render_faces(
-    identities: Identities, image_size: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
+def render_faces(identities: Identities, image_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Render one image per row of ``identities`` with fresh nuisance factors.
 
     Returns:
@@ -160,7 +158,9 @@ def _light(canvas: Tensor, x: Tensor, y: Tensor, nuisance: dict[str, Tensor]) ->
     return canvas * (shade * nuisance["brightness"][:, None, None])[:, None]
 
 
-def _ellipse(x: Tensor, y: Tensor, cx: float | Tensor, cy: float | Tensor, rx: float | Tensor, ry: float | Tensor) -> Tensor:
+def _ellipse(
+    x: Tensor, y: Tensor, cx: float | Tensor, cy: float | Tensor, rx: float | Tensor, ry: float | Tensor
+) -> Tensor:
     dx = (x - _col(cx)) / _col(rx)
     dy = (y - _col(cy)) / _col(ry)
     return _soft((1 - torch.sqrt(dx * dx + dy * dy)) * 12)
@@ -212,7 +212,9 @@ def generate_faces(
         images.append(img)
         masks.append(mask)
     if not images:
-        return torch.empty(0, 3, image_size, image_size, dtype=torch.uint8), torch.empty(0, image_size, image_size, dtype=torch.bool)
+        return torch.empty(0, 3, image_size, image_size, dtype=torch.uint8), torch.empty(
+            0, image_size, image_size, dtype=torch.bool
+        )
     return torch.cat(images), torch.cat(masks)
 
 

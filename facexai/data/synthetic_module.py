@@ -57,9 +57,13 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}. Available: {', '.join(TASKS)}")
-        for name, value in [("num_identities", num_identities), ("images_per_identity", images_per_identity),
-                            ("val_images_per_identity", val_images_per_identity), ("num_val_pairs", num_val_pairs),
-                            ("batch_size", batch_size)]:
+        for name, value in [
+            ("num_identities", num_identities),
+            ("images_per_identity", images_per_identity),
+            ("val_images_per_identity", val_images_per_identity),
+            ("num_val_pairs", num_val_pairs),
+            ("batch_size", batch_size),
+        ]:
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if task == "verification" and num_val_identities < 2:
@@ -88,7 +92,9 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
             labels = torch.arange(hp.num_identities).repeat_interleave(hp.val_images_per_identity)
             images, masks = generate_faces(labels, train_ids, hp.image_size, identity_seed(hp.seed, "val"))
             return ImageTensorDataset(images, labels, masks)
-        val_ids = sample_identities(hp.num_val_identities, torch.Generator().manual_seed(identity_seed(hp.seed, "val_ids")))
+        val_ids = sample_identities(
+            hp.num_val_identities, torch.Generator().manual_seed(identity_seed(hp.seed, "val_ids"))
+        )
         labels = torch.arange(hp.num_val_identities).repeat_interleave(hp.val_images_per_identity)
         images, masks = generate_faces(labels, val_ids, hp.image_size, identity_seed(hp.seed, "val"))
         pairs = make_pairs(labels, hp.num_val_pairs, torch.Generator().manual_seed(identity_seed(hp.seed, "pairs")))

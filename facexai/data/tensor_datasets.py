@@ -24,7 +24,9 @@ class ImageTensorDataset(Dataset):
         transform: optional albumentations pipeline, applied to image and mask together.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, masks: Tensor | None = None, transform: A.Compose | None = None) -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor, masks: Tensor | None = None, transform: A.Compose | None = None
+    ) -> None:
         if len(images) != len(labels) or (masks is not None and len(masks) != len(images)):
             raise ValueError("images, labels and masks must have the same length")
         self.images, self.labels, self.masks, self.transform = images, labels, masks, transform
@@ -51,7 +53,9 @@ class PairTensorDataset(Dataset):
         masks: optional identity-region masks (N, H, W).
     """
 
-    def __init__(self, images: Tensor, index_a: Tensor, index_b: Tensor, issame: Tensor, masks: Tensor | None = None) -> None:
+    def __init__(
+        self, images: Tensor, index_a: Tensor, index_b: Tensor, issame: Tensor, masks: Tensor | None = None
+    ) -> None:
         if not len(index_a) == len(index_b) == len(issame):
             raise ValueError("index_a, index_b and issame must have the same length")
         self.images, self.masks = images, masks
@@ -62,7 +66,11 @@ class PairTensorDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         a, b = int(self.index_a[index]), int(self.index_b[index])
-        item = {"image_a": normalise(self.images[a]), "image_b": normalise(self.images[b]), "issame": self.issame[index]}
+        item = {
+            "image_a": normalise(self.images[a]),
+            "image_b": normalise(self.images[b]),
+            "issame": self.issame[index],
+        }
         if self.masks is not None:
             item["mask_a"], item["mask_b"] = self.masks[a], self.masks[b]
         return item

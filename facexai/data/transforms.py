@@ -68,7 +68,9 @@ def build_augmentation(spec: str | dict[str, Any] | None) -> A.Compose | None:
     raise TypeError(f"augmentation must be a preset name or an albumentations dict, got {type(spec).__name__}")
 
 
-def apply(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def apply(
+    transform: A.Compose | None, image: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Run an albumentations pipeline on an HWC uint8 image (and its mask, moved the same way)."""
     if transform is None:
         return image, mask

@@ -217,9 +217,7 @@ def read_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bo
     images = _as_byte_list(obj[0], path)
     issame = _as_bool_list(obj[1], path)
     if len(images) != 2 * len(issame):
-        raise VerificationBinError(
-            f"{path}: {len(images)} images for {len(issame)} pairs (expected {2 * len(issame)})"
-        )
+        raise VerificationBinError(f"{path}: {len(images)} images for {len(issame)} pairs (expected {2 * len(issame)})")
     return images, issame
 
 

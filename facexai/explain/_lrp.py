@@ -166,9 +166,7 @@ def _without_bias(module: nn.Module, output: Tensor) -> Tensor:
     return output - bias.detach().view((-1,) + (1,) * (output.dim() - 2))
 
 
-def signed_zplus(
-    module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None
-) -> Tensor:
+def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
     """z+ rule generalised to signed inputs (FG-CAM): z = layer(x+, W+) + layer(x-, W-).
 
     Inputs after a ReLU (all >= 0) need only z = layer(x, W+); others go through
@@ -179,9 +177,7 @@ def signed_zplus(
     return signed_zplus_any(module, inputs, output, parts)
 
 
-def signed_zplus_any(
-    module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None
-) -> Tensor:
+def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
     """The signed z+ rule for inputs of any sign, without branching on their values.
 
     For a plain convolution or linear layer (a convolution after BatchNorm, as in the IResNets)
@@ -351,9 +347,7 @@ def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[Remov
     return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
 
 
-def _apply_rule(
-    module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape
-) -> Tensor | None:
+def _apply_rule(module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape) -> Tensor | None:
     if _has_running_stats(module) and _is_concrete(inputs):
         tape.mismatched.append(batchnorm_mismatch(module, inputs))
     if kind == "linear":

@@ -72,9 +72,7 @@ class Explainer(ABC):
                 )
             target = ClassTarget(output.argmax(dim=1))
         if not isinstance(target, Target):
-            raise TypeError(
-                f"target must be a ClassTarget, SimilarityTarget or None, got {type(target).__name__}"
-            )
+            raise TypeError(f"target must be a ClassTarget, SimilarityTarget or None, got {type(target).__name__}")
         target.check(len(images))
         # Re-create the target's tensors here: ones made under inference_mode cannot be saved
         # for backward, and the explainer must own copies on the images' device.
@@ -161,9 +159,12 @@ def explanation_mode(model: nn.Module) -> Iterator[None]:
     grad_flags = [(param, param.requires_grad) for param in model.parameters()]
     device_type = _device_type(model)
     try:
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
-            device_type=device_type, enabled=False
-        ), eval_mode(model):
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            torch.autocast(device_type=device_type, enabled=False),
+            eval_mode(model),
+        ):
             for param, _ in grad_flags:
                 param.requires_grad_(False)
             yield
@@ -217,10 +218,7 @@ def float32_interface(model: nn.Module) -> Iterator[None]:
 
     def cast_inputs(module: nn.Module, args: tuple) -> tuple:
         dtype = low_precision_dtype(module) or torch.float32
-        return tuple(
-            arg.to(dtype) if isinstance(arg, Tensor) and arg.is_floating_point() else arg
-            for arg in args
-        )
+        return tuple(arg.to(dtype) if isinstance(arg, Tensor) and arg.is_floating_point() else arg for arg in args)
 
     def cast_output(module: nn.Module, args: tuple, output: object) -> object:
         if isinstance(output, Tensor) and output.is_floating_point():

@@ -127,14 +127,9 @@ def _check_fill(fill: float | Sequence[float]) -> float | tuple[float, ...]:
     if (
         not isinstance(values, Sequence)
         or len(values) not in (1, 3)
-        or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values
-        )
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
     ):
-        raise ValueError(
-            f"fill must be a finite number or three finite numbers (RGB), got {fill!r}"
-        )
+        raise ValueError(f"fill must be a finite number or three finite numbers (RGB), got {fill!r}")
     return float(values[0]) if len(values) == 1 else tuple(float(v) for v in values)
 
 

@@ -100,9 +100,7 @@ class FAME(Explainer):
         return self._last_iterations
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
-        adversarial, steps = fame_perturb(
-            model, images, target, self.iterations, self.step_size, self.epsilon
-        )
+        adversarial, steps = fame_perturb(model, images, target, self.iterations, self.step_size, self.epsilon)
         self._last_iterations = steps
         return fame_map(images, adversarial, *self.blur_parameters(images.shape[-2:]))
 
@@ -160,9 +158,7 @@ def fame_perturb(
     return _perturb_until(model, images, target, iterations, step_size, epsilon)
 
 
-def lots_step(
-    model: nn.Module, images: Tensor, target: Target, step_size: float
-) -> tuple[Tensor, Tensor]:
+def lots_step(model: nn.Module, images: Tensor, target: Target, step_size: float) -> tuple[Tensor, Tensor]:
     """One normalised-gradient step; returns (stepped batch, loss before the step)."""
     inputs = images.detach().requires_grad_(True)
     loss = target(model(inputs))
@@ -171,7 +167,7 @@ def lots_step(
 
 
 def normalised_step(images: Tensor, gradient: Tensor, step_size: float) -> Tensor:
-    """x - step_size * g / max|g| per sample; samples with max|g| = 0 do not move.
+    """X - step_size * g / max|g| per sample; samples with max|g| = 0 do not move.
 
     ``g / max|g|`` is exactly +-1 at the strongest pixel, so that pixel moves by exactly
     ``step_size`` (up to the rounding of the final subtraction).
@@ -220,9 +216,7 @@ def _perturb_until(
     return result, steps
 
 
-def fame_map(
-    images: Tensor, adversarial: Tensor, blur_kernel: int = 49, blur_sigma: float = 7.7
-) -> Tensor:
+def fame_map(images: Tensor, adversarial: Tensor, blur_kernel: int = 49, blur_sigma: float = 7.7) -> Tensor:
     """The FAME map (Eq. 4 of arXiv 2605.12017) before ReLU and min-max.
 
     d = |gray(x_adv) - gray(x)| with torchvision's luma weights (gray before the absolute value:

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from facexai.explain._cam import CAMExplainer
-from facexai.explain.base import float32_forward
 from facexai.explain._lrp import BN_MISMATCH_SHARE, RelevanceTape, relevance_pass
+from facexai.explain.base import float32_forward
 from facexai.explain.layers import get_layer
 from facexai.explain.registry_instance import register_explainer
 from facexai.explain.scorecam import ScoreCAM
@@ -94,9 +94,7 @@ class FGCAM(CAMExplainer):
         if not isinstance(denoise, bool):
             raise TypeError(f"denoise must be True or False, got {denoise!r}")
         if not isinstance(explain_at, str) or not explain_at:
-            raise TypeError(
-                f"explain_at must be 'input' or a dotted module name, got {explain_at!r}"
-            )
+            raise TypeError(f"explain_at must be 'input' or a dotted module name, got {explain_at!r}")
         self.base = base
         self.denoise = denoise
         self.explain_at = explain_at
@@ -131,7 +129,7 @@ class FGCAM(CAMExplainer):
         activations: Tensor,
         gradients: Tensor | None,
     ) -> Tensor:
-        """alpha (N, C): Grad-CAM's mean gradients, or the weights of facexai's "scorecam"."""
+        """Alpha (N, C): Grad-CAM's mean gradients, or the weights of facexai's "scorecam"."""
         if self.base == "gradcam":
             return gradients.mean(dim=(2, 3))
         return ScoreCAM(self.target_layer).channel_weights(model, images, target, activations, None)

@@ -49,7 +49,7 @@ def last_feature_layer(model: nn.Module, images: Tensor) -> str:
 
 
 #: model -> {input (H, W): default CAM layer name}
-_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]]" = weakref.WeakKeyDictionary()
+_DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
 def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
@@ -151,9 +151,7 @@ def capture_output(
     def hook(mod: nn.Module, args: tuple, output: object) -> Tensor:
         if not isinstance(output, Tensor) or output.dim() != 4:
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(
-                f"Layer {name!r} must output a 4-D feature map (N, C, h, w), got {shape}"
-            )
+            raise ValueError(f"Layer {name!r} must output a 4-D feature map (N, C, h, w), got {shape}")
         new = replace(output) if replace is not None else output
         store.append(new)
         # Downstream gets a differentiable copy: an in-place op after the layer (VGG's

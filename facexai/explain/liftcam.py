@@ -26,9 +26,7 @@ from facexai.explain.targets import SimilarityTarget, Target
 #: |x - x0| below which a unit counts as unchanged and keeps its gradient (captum's DeepLift eps)
 EPS = 1e-10
 #: classes of torch.nn.modules.activation (and look-alikes) that are not element-wise
-NOT_ELEMENTWISE = frozenset(
-    {"Softmax", "Softmin", "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"}
-)
+NOT_ELEMENTWISE = frozenset({"Softmax", "Softmin", "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"})
 #: integration points for targets other than the built-in ones (exact for linear targets)
 IG_STEPS = 32
 
@@ -108,7 +106,7 @@ class LiftCAM(CAMExplainer):
         return torch.einsum("nc,nchw->nhw", result.weights, result.activations)
 
     def contributions(self, model: nn.Module, images: Tensor, target: Target) -> Contributions:
-        """phi (N, C), A and s(A) - s(0); call inside ``explanation_mode``, as ``__call__`` does."""
+        """Phi (N, C), A and s(A) - s(0); call inside ``explanation_mode``, as ``__call__`` does."""
         name = self.layer_name(model, images)
         try:
             leaf, output = _paired_forward(model, images, name, duplicate=False)
@@ -125,9 +123,7 @@ class LiftCAM(CAMExplainer):
         return Contributions(weights, leaf.detach(), scores - scores_ref)
 
 
-def _paired_forward(
-    model: nn.Module, images: Tensor, name: str, duplicate: bool
-) -> tuple[Tensor, Tensor]:
+def _paired_forward(model: nn.Module, images: Tensor, name: str, duplicate: bool) -> tuple[Tensor, Tensor]:
     """Run the model with the CAM layer's output replaced by [A; 0] and DeepLIFT rules attached.
 
     Returns the leaf A (N, C, h, w) and the model output (2N, D): rows N.. score the zero map.
@@ -230,9 +226,7 @@ class _Rule(torch.autograd.Function):
         return _rule_multipliers(ctx.module, x, y, grad, ctx.max_rule), None, None, None
 
 
-def _rule_multipliers(
-    module: nn.Module, x: Tensor, y: Tensor, grad: Tensor, max_rule: bool
-) -> Tensor:
+def _rule_multipliers(module: nn.Module, x: Tensor, y: Tensor, grad: Tensor, max_rule: bool) -> Tensor:
     """Input multipliers of the first half (the second half, the reference, gets zeros)."""
     n = len(x) // 2
     x1, x0, y1, y0, g = x[:n], x[n:], y[:n], y[n:], grad[:n]
@@ -247,9 +241,7 @@ def _rule_multipliers(
         moved, local = g * (y1 - y0), _vjp(module, x1, g)
     dx = x1 - x0
     unchanged = dx.abs() < EPS
-    multipliers = torch.where(
-        unchanged, local, moved / torch.where(unchanged, torch.ones_like(dx), dx)
-    )
+    multipliers = torch.where(unchanged, local, moved / torch.where(unchanged, torch.ones_like(dx), dx))
     return torch.cat([multipliers, torch.zeros_like(multipliers)])
 
 

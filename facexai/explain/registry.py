@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -40,9 +41,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name.lower(), self.names(), n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(
-                f"Unknown {self.kind} {name!r}. Available: {', '.join(self.names())}.{hint}"
-            ) from None
+            raise ValueError(f"Unknown {self.kind} {name!r}. Available: {', '.join(self.names())}.{hint}") from None
 
     def names(self) -> list[str]:
         """Sorted registered names."""

@@ -28,11 +28,11 @@ class Target(ABC):
         """Number of samples this target covers (must equal the batch size)."""
 
     @abstractmethod
-    def select(self, index: Tensor) -> "Target":
+    def select(self, index: Tensor) -> Target:
         """The target restricted to the samples in ``index`` (for chunking and early stops)."""
 
     @abstractmethod
-    def to(self, device: torch.device) -> "Target":
+    def to(self, device: torch.device) -> Target:
         """The same target with its tensors on ``device``."""
 
     def check(self, batch_size: int) -> None:
@@ -74,10 +74,10 @@ class ClassTarget(Target):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def select(self, index: Tensor) -> "ClassTarget":
+    def select(self, index: Tensor) -> ClassTarget:
         return ClassTarget(self.labels[index.to(self.labels.device)])
 
-    def to(self, device: torch.device) -> "ClassTarget":
+    def to(self, device: torch.device) -> ClassTarget:
         return ClassTarget(self.labels.to(device))
 
     def __repr__(self) -> str:
@@ -119,10 +119,10 @@ class SimilarityTarget(Target):
     def __len__(self) -> int:
         return len(self.reference)
 
-    def select(self, index: Tensor) -> "SimilarityTarget":
+    def select(self, index: Tensor) -> SimilarityTarget:
         return SimilarityTarget(self.reference[index.to(self.reference.device)], self.mode)
 
-    def to(self, device: torch.device) -> "SimilarityTarget":
+    def to(self, device: torch.device) -> SimilarityTarget:
         return SimilarityTarget(self.reference.to(device), self.mode)
 
     def __repr__(self) -> str:

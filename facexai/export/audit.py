@@ -33,7 +33,7 @@ from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps, fitted_pa
 from facexai.export.pairs import Pair, load_image, read_pairs
 from facexai.writing import atomic_path, refuse_inputs
 
-__all__ = ["AuditOptions", "OnnxFaceModel", "InputOverrides", "CorrRiseOptions", "run_audit"]
+__all__ = ["AuditOptions", "CorrRiseOptions", "InputOverrides", "OnnxFaceModel", "run_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,14 @@ def _undefined_pairs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if undefined:
         shown = "; ".join(f"#{u['index']} {u['path_a']} / {u['path_b']}" for u in undefined[:5])
         more = f" and {len(undefined) - 5} more" if len(undefined) > 5 else ""
-        logger.warning("%d of %d pairs have no defined similarity (the model returned NaN or infinite "
-                       "embeddings); left out of the metrics: %s%s", len(undefined), len(records), shown, more)
+        logger.warning(
+            "%d of %d pairs have no defined similarity (the model returned NaN or infinite "
+            "embeddings); left out of the metrics: %s%s",
+            len(undefined),
+            len(records),
+            shown,
+            more,
+        )
     return undefined
 
 
@@ -189,9 +195,14 @@ def _run_batch(
     records = []
     for i, pair in enumerate(batch):
         index = start + i
-        record = {"path_a": str(pair.path_a), "path_b": str(pair.path_b), "issame": pair.issame,
-                  "similarity": float(similarity[i]), "shown": index < options.max_shown,
-                  "has_maps": bool(mapped[i])}
+        record = {
+            "path_a": str(pair.path_a),
+            "path_b": str(pair.path_b),
+            "issame": pair.issame,
+            "similarity": float(similarity[i]),
+            "shown": index < options.max_shown,
+            "has_maps": bool(mapped[i]),
+        }
         if record["shown"]:
             record.update(_figures(out, index, pixels[[i, n + i]], maps[[i, n + i]] if mapped[i] else None))
         records.append(record)
@@ -260,10 +271,12 @@ def _add_curves(
 
     def score(images: np.ndarray, sample: np.ndarray) -> np.ndarray:
         # cosine to the partner's *clean* embedding (the explained graph's similarity output)
-        return np.concatenate([
-            model.similarity(images[j : j + options.batch_size], targets[sample[j : j + options.batch_size]])
-            for j in range(0, len(images), options.batch_size)
-        ])
+        return np.concatenate(
+            [
+                model.similarity(images[j : j + options.batch_size], targets[sample[j : j + options.batch_size]])
+                for j in range(0, len(images), options.batch_size)
+            ]
+        )
 
     deletion, insertion = am.perturbation_curves(score, inputs[rows], maps[rows], options.steps, model.baseline)
     del_auc, ins_auc = am.curve_auc(deletion), am.curve_auc(insertion)
@@ -282,9 +295,14 @@ def _model_summary(model: OnnxFaceModel, options: AuditOptions) -> dict[str, Any
     elif options.corrrise is not None:
         c = options.corrrise
         summary["explainer"] = "corrrise"
-        summary["explainer_options"] = {"n_masks": c.n_masks, "patch_size": c.patch_for(model.spec.size),
-                                        "n_patches": c.n_patches, "seed": c.seed, "fill": model.baseline,
-                                        "map_pairs": options.map_pairs}
+        summary["explainer_options"] = {
+            "n_masks": c.n_masks,
+            "patch_size": c.patch_for(model.spec.size),
+            "n_patches": c.n_patches,
+            "seed": c.seed,
+            "fill": model.baseline,
+            "map_pairs": options.map_pairs,
+        }
         summary["maps"] = "corrrise (black box, onnxruntime)"
     else:
         summary["maps"] = None

@@ -79,11 +79,11 @@ def best_accuracy(scores: np.ndarray, issame: np.ndarray) -> tuple[float, float]
     return float((true_accepts + true_rejects)[best] / len(scores)), float(cuts[best])
 
 
-def verification_metrics(scores: np.ndarray, issame: np.ndarray) -> dict[str, float | None | str]:
+def verification_metrics(scores: np.ndarray, issame: np.ndarray) -> dict[str, float | str | None]:
     """ROC AUC, EER (+ threshold) and best accuracy (+ threshold); None with a reason if undefined."""
     labels = np.asarray(issame, bool)
     n_pos = int(labels.sum())
-    result: dict[str, float | None | str] = {"n_pairs": len(labels), "n_genuine": n_pos}
+    result: dict[str, float | str | None] = {"n_pairs": len(labels), "n_genuine": n_pos}
     if n_pos in (0, len(labels)):
         keys = ("roc_auc", "eer", "eer_threshold", "accuracy", "best_threshold")
         reason = f"{n_pos} genuine pairs of {len(labels)}: both genuine and impostor pairs are needed"
@@ -91,8 +91,14 @@ def verification_metrics(scores: np.ndarray, issame: np.ndarray) -> dict[str, fl
     eer, eer_threshold = equal_error_rate(scores, labels)
     accuracy, threshold = best_accuracy(scores, labels)
     threshold = finite_cut(threshold, scores)
-    return {**result, "roc_auc": roc_auc(scores, labels), "eer": eer, "eer_threshold": eer_threshold,
-            "accuracy": accuracy, "best_threshold": threshold}
+    return {
+        **result,
+        "roc_auc": roc_auc(scores, labels),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "accuracy": accuracy,
+        "best_threshold": threshold,
+    }
 
 
 def finite_cut(cut: float, scores: np.ndarray) -> float:

@@ -42,7 +42,8 @@ ORT_LOG_ERROR = 3
 class AuditModelError(ValueError):
     """The ONNX file cannot be audited as given: unloadable or failing in onnxruntime, not a face
     embedding graph, facexai metadata that is malformed or contradicts the graph, or flags that
-    would feed it wrongly. One line naming the file and the problem."""
+    would feed it wrongly. One line naming the file and the problem.
+    """
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ class OnnxFaceModel:
         self.dtype = FLOAT_TYPES[image.type]
         self.fixed_batch = _fixed(image.shape[0])
         convention = _convention(self.path) if self.meta is None else (DEFAULT_MEAN, DEFAULT_STD)
-        self.spec = resolve_spec(self.meta, overrides or InputOverrides(), _fixed(image.shape[2]), self.path, convention)
+        self.spec = resolve_spec(
+            self.meta, overrides or InputOverrides(), _fixed(image.shape[2]), self.path, convention
+        )
         self.embedding_size = self._probe()
         if self.meta is not None and self.meta.embedding_size != self.embedding_size:
             raise AuditModelError(
@@ -153,18 +156,31 @@ class OnnxFaceModel:
         """What the report says about the model and how it was fed."""
         spec, meta = self.spec, self.meta
         info: dict[str, Any] = {
-            "path": str(self.path), "task": "verification", "facexai_export": meta is not None,
-            "input_size": spec.size, "input_name": self.input_name, "output_name": self.output_name,
-            "channel_order": spec.channel_order, "input_mean": list(spec.mean), "input_std": list(spec.std),
-            "input_source": spec.source, "embedding_size": self.embedding_size,
+            "path": str(self.path),
+            "task": "verification",
+            "facexai_export": meta is not None,
+            "input_size": spec.size,
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "channel_order": spec.channel_order,
+            "input_mean": list(spec.mean),
+            "input_std": list(spec.std),
+            "input_source": spec.source,
+            "embedding_size": self.embedding_size,
             "explainer": meta.explainer if meta is not None else None,
         }
         if meta is not None:
-            info.update({
-                "input_format": meta.input_format, "explainer_options": meta.explainer_options,
-                "version": meta.version, "source_sha256": meta.source_sha256, "notes": list(meta.notes),
-                "parity_max_abs_diff": meta.parity_max_abs_diff, "parity_noise_floor": meta.parity_noise_floor,
-            })
+            info.update(
+                {
+                    "input_format": meta.input_format,
+                    "explainer_options": meta.explainer_options,
+                    "version": meta.version,
+                    "source_sha256": meta.source_sha256,
+                    "notes": list(meta.notes),
+                    "parity_max_abs_diff": meta.parity_max_abs_diff,
+                    "parity_noise_floor": meta.parity_noise_floor,
+                }
+            )
         return info
 
     def _probe(self) -> int:
@@ -216,7 +232,7 @@ def _fixed(dim: object) -> int | None:
 
 
 def _convention(path: Path) -> tuple[float, float]:
-    """insightface's normalisation of a third-party file; a file onnx cannot parse is refused."""
+    """Insightface's normalisation of a third-party file; a file onnx cannot parse is refused."""
     try:
         return file_normalisation(path)
     except Exception as err:  # protobuf's DecodeError and onnx's own errors share no base but Exception
@@ -267,8 +283,7 @@ def _check_signature(session: ort.InferenceSession, meta: ExportMetadata | None,
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if len(shape) != 4 or fixed[1] not in (None, 3) or (fixed[2] and fixed[3] and fixed[2] != fixed[3]):
         raise AuditModelError(
-            f"{path}: input {image.name!r} has shape {shape}; the audit needs a batch of square RGB "
-            "images (N, 3, S, S)"
+            f"{path}: input {image.name!r} has shape {shape}; the audit needs a batch of square RGB images (N, 3, S, S)"
         )
     if image.type not in FLOAT_TYPES:
         raise AuditModelError(f"{path}: input {image.name!r} is {image.type}; the audit feeds float images")
@@ -282,11 +297,12 @@ def _check_signature(session: ort.InferenceSession, meta: ExportMetadata | None,
 
 def _check_names(meta: ExportMetadata, inputs: list[str], outputs: list[str], path: Path) -> None:
     """The metadata's input and output names must be the graph's (the audit feeds by name)."""
-    for key, declared, actual in (("input_names", meta.input_names, inputs), ("output_names", meta.output_names, outputs)):
+    for key, declared, actual in (
+        ("input_names", meta.input_names, inputs),
+        ("output_names", meta.output_names, outputs),
+    ):
         if list(declared) != actual:
-            raise AuditModelError(
-                f"{path} has facexai.{key} {list(declared)} but its graph has {actual}"
-            )
+            raise AuditModelError(f"{path} has facexai.{key} {list(declared)} but its graph has {actual}")
 
 
 def _check_widths(meta: ExportMetadata, values: list[Any], path: Path) -> None:
@@ -359,7 +375,7 @@ def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
 
 
 def _convention_spec(overrides: InputOverrides, declared: int | None, convention: tuple[float, float]) -> InputSpec:
-    """insightface's ArcFace convention, with flags taking precedence."""
+    """Insightface's ArcFace convention, with flags taking precedence."""
     size = overrides.input_size or declared or DEFAULT_SIZE
     if overrides.input_size:
         how = "flag"

@@ -137,8 +137,13 @@ def _channels(values: list[float] | None) -> str:
 
 def _metric_rows(metrics: dict[str, Any]) -> str:
     labels = {
-        "n_pairs": "pairs", "n_genuine": "genuine pairs", "roc_auc": "ROC AUC", "eer": "EER",
-        "eer_threshold": "EER threshold", "accuracy": "accuracy (best threshold)", "best_threshold": "best threshold",
+        "n_pairs": "pairs",
+        "n_genuine": "genuine pairs",
+        "roc_auc": "ROC AUC",
+        "eer": "EER",
+        "eer_threshold": "EER threshold",
+        "accuracy": "accuracy (best threshold)",
+        "best_threshold": "best threshold",
     }
     rows = [f"<tr><td>{label}</td><td>{_fmt(metrics.get(key))}</td></tr>" for key, label in labels.items()]
     if metrics.get("undefined_reason"):
@@ -148,8 +153,10 @@ def _metric_rows(metrics: dict[str, Any]) -> str:
 
 def _curves_section(out: Path, curves: dict[str, Any] | None) -> str:
     if not curves:
-        return ("<p>No deletion/insertion curves: no maps were drawn (a graph without an explainer "
-                "audited without CorrRISE maps, or no curve pairs requested).</p>")
+        return (
+            "<p>No deletion/insertion curves: no maps were drawn (a graph without an explainer "
+            "audited without CorrRISE maps, or no curve pairs requested).</p>"
+        )
     mean = {name: np.asarray(curves[f"{name}_mean"]) for name in ("deletion", "insertion")}
     svg = curve_svg(mean, f"mean curves over {curves['n_images']} images ({curves['steps']} steps)")
     write_text_atomic(out / "curves.svg", svg)
@@ -166,9 +173,11 @@ def _pairs_note(report: dict[str, Any]) -> str:
     note = f"Showing {shown} of {len(report['pairs'])} pairs (all are in report.json)."
     undefined = report.get("undefined_pairs") or []
     if undefined:
-        note += (f" {len(undefined)} pairs have an undefined similarity (the model returned NaN or infinite "
-                 f"embeddings; pairs {', '.join(str(u['index']) for u in undefined[:20])}"
-                 f"{', ...' if len(undefined) > 20 else ''}) and are left out of the metrics.")
+        note += (
+            f" {len(undefined)} pairs have an undefined similarity (the model returned NaN or infinite "
+            f"embeddings; pairs {', '.join(str(u['index']) for u in undefined[:20])}"
+            f"{', ...' if len(undefined) > 20 else ''}) and are left out of the metrics."
+        )
     return note
 
 
@@ -183,8 +192,10 @@ def _pair_row(index: int, pair: dict[str, Any]) -> str:
     verdict = "n/a" if decision is None else ("same" if decision else "different") + (" (wrong)" if wrong else "")
     aucs = ""
     if "deletion_auc" in pair:
-        aucs = f"<td>{_fmt(pair['deletion_auc'][0])}, {_fmt(pair['deletion_auc'][1])}</td>" \
-               f"<td>{_fmt(pair['insertion_auc'][0])}, {_fmt(pair['insertion_auc'][1])}</td>"
+        aucs = (
+            f"<td>{_fmt(pair['deletion_auc'][0])}, {_fmt(pair['deletion_auc'][1])}</td>"
+            f"<td>{_fmt(pair['insertion_auc'][0])}, {_fmt(pair['insertion_auc'][1])}</td>"
+        )
     css = ' class="wrong"' if wrong else ""
     return (
         f'<tr{css}><td>{index}</td><td class="pair">{images}</td><td>{"yes" if pair["issame"] else "no"}</td>'

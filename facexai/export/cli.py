@@ -69,13 +69,26 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", required=True, type=Path, help="ONNX file to write")
     parser.add_argument("--explainer", choices=EXPORT_EXPLAINERS, help="trace this explainer into the graph")
     parser.add_argument("--target_layer", "--target-layer", help="CAM layer (dotted name in the backbone)")
-    parser.add_argument("--input_size", "--input-size", type=int, default=None,
-                        help="square input side (default: the checkpoint's, e.g. backbone_kwargs.img_size; else 112)")
-    parser.add_argument("--input_format", "--input-format", choices=("normalised", "raw_pixels"), default="normalised",
-                        help="normalised: feed (x - 127.5) / 127.5 (default); raw_pixels: normalise in the graph")
-    parser.add_argument("--config", type=Path,
-                        help="optional training YAML whose 'model' section (class_path/init_args) rebuilds the "
-                        "module, for checkpoints without hyper_parameters")
+    parser.add_argument(
+        "--input_size",
+        "--input-size",
+        type=int,
+        default=None,
+        help="square input side (default: the checkpoint's, e.g. backbone_kwargs.img_size; else 112)",
+    )
+    parser.add_argument(
+        "--input_format",
+        "--input-format",
+        choices=("normalised", "raw_pixels"),
+        default="normalised",
+        help="normalised: feed (x - 127.5) / 127.5 (default); raw_pixels: normalise in the graph",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="optional training YAML whose 'model' section (class_path/init_args) rebuilds the "
+        "module, for checkpoints without hyper_parameters",
+    )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX - PyTorch| (default 1e-4)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log the export steps")
     return parser
@@ -96,25 +109,38 @@ def audit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="report folder (created)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=16, help="pairs per batch (default 16)")
     parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps (default 20)")
-    parser.add_argument("--curve-pairs", "--curve_pairs", type=int, default=32,
-                        help="pairs whose deletion/insertion curves are computed (default 32)")
-    parser.add_argument("--max-shown", "--max_shown", type=int, default=100,
-                        help="pairs shown in index.html (default 100)")
+    parser.add_argument(
+        "--curve-pairs",
+        "--curve_pairs",
+        type=int,
+        default=32,
+        help="pairs whose deletion/insertion curves are computed (default 32)",
+    )
+    parser.add_argument(
+        "--max-shown", "--max_shown", type=int, default=100, help="pairs shown in index.html (default 100)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     model = parser.add_argument_group("input of models without facexai metadata (override the insightface convention)")
-    model.add_argument("--input-size", "--input_size", type=int,
-                       help="square input side (default: the graph's, else 112)")
+    model.add_argument(
+        "--input-size", "--input_size", type=int, help="square input side (default: the graph's, else 112)"
+    )
     model.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtracted per channel (default 127.5)")
     model.add_argument("--std", type=float, nargs="+", metavar="S", help="divided per channel (default 127.5)")
-    model.add_argument("--channel-order", "--channel_order", choices=("RGB", "BGR"),
-                       help="graph channel order (default RGB)")
+    model.add_argument(
+        "--channel-order", "--channel_order", choices=("RGB", "BGR"), help="graph channel order (default RGB)"
+    )
     maps = parser.add_argument_group("black-box maps (CorrRISE) for graphs without an explainer")
     maps.add_argument("--no-maps", action="store_true", help="no CorrRISE maps (and so no curves)")
-    maps.add_argument("--map-pairs", "--map_pairs", type=int, default=16,
-                      help="pairs from the top that get maps (default 16)")
+    maps.add_argument(
+        "--map-pairs", "--map_pairs", type=int, default=16, help="pairs from the top that get maps (default 16)"
+    )
     maps.add_argument("--masks", type=int, default=500, help="random masks per image (default 500, as the paper)")
-    maps.add_argument("--patch-size", "--patch_size", type=int,
-                      help="hidden square side in pixels (default: 30 at 112 px, scaled to the input size)")
+    maps.add_argument(
+        "--patch-size",
+        "--patch_size",
+        type=int,
+        help="hidden square side in pixels (default: 30 at 112 px, scaled to the input size)",
+    )
     maps.add_argument("--patches", type=int, default=3, help="squares per mask (default 3)")
     maps.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     return parser
@@ -133,8 +159,14 @@ def export_main(argv: list[str]) -> int:
         if options and not args.explainer:
             raise ValueError("--target_layer needs --explainer")
         result = export_onnx(
-            module, args.output, args.input_size, args.explainer, input_format=args.input_format,
-            explainer_options=options, checkpoint=args.ckpt_path, tolerance=args.tolerance,
+            module,
+            args.output,
+            args.input_size,
+            args.explainer,
+            input_format=args.input_format,
+            explainer_options=options,
+            checkpoint=args.ckpt_path,
+            tolerance=args.tolerance,
         )
     except Exception as err:  # noqa: BLE001 - user errors are one line, bugs keep their traceback
         if not isinstance(err, TypeError) and user_error_message(err) is None:
@@ -156,8 +188,9 @@ def audit_main(argv: list[str]) -> int:
     from facexai.export.audit import AuditOptions, CorrRiseOptions, InputOverrides, run_audit
 
     corrrise = None if args.no_maps else CorrRiseOptions(args.masks, args.patch_size, args.patches, args.seed)
-    options = AuditOptions(args.batch_size, args.steps, args.curve_pairs, args.max_shown, not args.no_progress,
-                           corrrise, args.map_pairs)
+    options = AuditOptions(
+        args.batch_size, args.steps, args.curve_pairs, args.max_shown, not args.no_progress, corrrise, args.map_pairs
+    )
     overrides = InputOverrides(args.input_size, _tuple(args.mean), _tuple(args.std), args.channel_order)
     try:
         report = run_audit(args.onnx, args.pairs, args.images_root, args.out, options, overrides)
@@ -168,8 +201,10 @@ def audit_main(argv: list[str]) -> int:
     auc, eer, accuracy = (_num(metrics[k]) for k in ("roc_auc", "eer", "accuracy"))
     sys.stdout.write(f"ROC AUC {auc}, EER {eer}, accuracy {accuracy}\n")
     model = report["model"]
-    sys.stdout.write(f"model input: {model['input_size']} px {model['channel_order']}, {model['input_source']}; "
-                     f"maps: {model['maps'] or 'none'}\n")
+    sys.stdout.write(
+        f"model input: {model['input_size']} px {model['channel_order']}, {model['input_source']}; "
+        f"maps: {model['maps'] or 'none'}\n"
+    )
     for note in model.get("notes") or []:
         sys.stdout.write(f"note: {note}\n")
     return 0

@@ -93,8 +93,9 @@ def fitted_patch(options: CorrRiseOptions, height: int, width: int) -> int:
     """The patch side used on ``height`` x ``width`` images; ``ValueError`` if it does not fit."""
     patch = options.patch_for(min(height, width))
     if patch > min(height, width):
-        raise ValueError(f"CorrRISE patch_size={patch} does not fit {height}x{width} images; "
-                         f"use at most {min(height, width)}")
+        raise ValueError(
+            f"CorrRISE patch_size={patch} does not fit {height}x{width} images; use at most {min(height, width)}"
+        )
     return patch
 
 

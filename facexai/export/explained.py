@@ -71,10 +71,10 @@ class TracedClassTarget(ClassTarget):
     def __call__(self, output: Tensor) -> Tensor:
         return output.gather(1, self.labels[:, None])[:, 0]
 
-    def select(self, index: Tensor) -> "TracedClassTarget":
+    def select(self, index: Tensor) -> TracedClassTarget:
         return TracedClassTarget(self.labels[index])
 
-    def to(self, device: torch.device) -> "TracedClassTarget":
+    def to(self, device: torch.device) -> TracedClassTarget:
         return self
 
 
@@ -85,10 +85,10 @@ class TracedSimilarityTarget(SimilarityTarget):
         self.reference = reference
         self.mode = mode
 
-    def select(self, index: Tensor) -> "TracedSimilarityTarget":
+    def select(self, index: Tensor) -> TracedSimilarityTarget:
         return TracedSimilarityTarget(self.reference[index], self.mode)
 
-    def to(self, device: torch.device) -> "TracedSimilarityTarget":
+    def to(self, device: torch.device) -> TracedSimilarityTarget:
         return self
 
 
@@ -235,8 +235,10 @@ def _avg_pool2d_backward(
     if divisor_override:
         divisor = inputs.new_full((1, 1, 1, 1), float(divisor_override))
     else:
-        counted = inputs.new_ones(1, 1, h + 2 * ph, w + 2 * pw) if count_include_pad else F.pad(
-            inputs.new_ones(1, 1, h, w), (pw, pw, ph, ph)
+        counted = (
+            inputs.new_ones(1, 1, h + 2 * ph, w + 2 * pw)
+            if count_include_pad
+            else F.pad(inputs.new_ones(1, 1, h, w), (pw, pw, ph, ph))
         )
         counted = F.pad(counted, (0, full_w - w - 2 * pw, 0, full_h - h - 2 * ph))
         divisor = F.conv2d(counted, box, stride=(sh, sw))
@@ -289,9 +291,7 @@ def example_inputs(task: str, batch: int, input_size: int, width: int) -> tuple[
     return images, torch.randint(0, width, (batch,), generator=generator)
 
 
-def trace_explained(
-    explainer: Explainer, net: nn.Module, task: str, input_size: int, width: int
-) -> nn.Module:
+def trace_explained(explainer: Explainer, net: nn.Module, task: str, input_size: int, width: int) -> nn.Module:
     """Module ``(images, target) -> (output, map[, similarity])`` with the gradients traced in.
 
     Tries one batched graph first; if the explainer's Python code fixed the batch size while
@@ -316,8 +316,11 @@ def _trace(explainer: Explainer, net: nn.Module, task: str, example: tuple[Tenso
             )(*example)
     except Exception as err:  # tracing raises many internal types; re-raised with the user's line
         raise ExportError(
-            _not_exportable(explainer.name, f"tracing failed at {_user_frame(err)}: {type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}")
+            _not_exportable(
+                explainer.name,
+                f"tracing failed at {_user_frame(err)}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}",
+            )
         ) from err
     graph.graph.eliminate_dead_code()
     graph.recompile()

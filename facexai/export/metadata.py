@@ -98,7 +98,8 @@ class ExportMetadata:
     @property
     def graph_normalisation(self) -> tuple[float, float]:
         """(mean, std) a caller applies to pixels before the graph: (0, 1) when the graph takes
-        raw pixels and normalises itself, else the recorded ``input_mean``/``input_std``."""
+        raw pixels and normalises itself, else the recorded ``input_mean``/``input_std``.
+        """
         return (0.0, 1.0) if self.input_format == "raw_pixels" else (self.input_mean, self.input_std)
 
     @property
@@ -132,7 +133,7 @@ class ExportMetadata:
         return {PREFIX + key: value for key, value in values.items()}
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str = "the ONNX file") -> "ExportMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str = "the ONNX file") -> ExportMetadata:
         """Parse and check ``metadata_props``.
 
         Every value is checked for type and range here, once, so that no consumer (the audit,
@@ -142,7 +143,7 @@ class ExportMetadata:
             MetadataError: missing keys (named), another format version, or a malformed or
                 out-of-range value (the key and value are named).
         """
-        values = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        values = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         missing = [PREFIX + k for k in REQUIRED_KEYS if k not in values]
         if missing:
             raise MetadataError(
@@ -186,10 +187,8 @@ def _parse_values(values: dict[str, str], source: str) -> dict[str, Any]:
         "explainer": explainer,
         "explainer_options": read.json_object("explainer_options"),
         "source_sha256": values.get("source_sha256") or None,
-        "parity_max_abs_diff": read.number("parity_max_abs_diff", 0.0, math.inf, "a finite number >= 0",
-                                           optional=True),
-        "parity_noise_floor": read.number("parity_noise_floor", 0.0, math.inf, "a finite number >= 0",
-                                          optional=True),
+        "parity_max_abs_diff": read.number("parity_max_abs_diff", 0.0, math.inf, "a finite number >= 0", optional=True),
+        "parity_noise_floor": read.number("parity_noise_floor", 0.0, math.inf, "a finite number >= 0", optional=True),
         "notes": read.names("notes", 0, None, optional=True) or (),
         "format_version": values["format_version"],
     }
@@ -225,8 +224,9 @@ class _Reader:
             raise MetadataError(f"{self.source} has {PREFIX}{key}={value}; expected {expected}")
         return value
 
-    def number(self, key: str, low: float, high: float, expected: str, optional: bool = False,
-               open_low: bool = False) -> float | None:
+    def number(
+        self, key: str, low: float, high: float, expected: str, optional: bool = False, open_low: bool = False
+    ) -> float | None:
         """A finite float in [low, high] (or (low, high] with ``open_low``)."""
         text = self.values.get(key) or ""
         if optional and not text:
@@ -305,7 +305,9 @@ def session_props(session: Any, path: str | Path) -> dict[str, str]:
     try:
         return dict(session.get_modelmeta().custom_metadata_map)
     except UnicodeDecodeError as err:
-        raise MetadataError(f"{path} has ONNX metadata that is not valid UTF-8 ({err.reason} at byte {err.start})") from err
+        raise MetadataError(
+            f"{path} has ONNX metadata that is not valid UTF-8 ({err.reason} at byte {err.start})"
+        ) from err
 
 
 def first_line(err: BaseException) -> str:

@@ -260,8 +260,10 @@ def _output_width(net: nn.Module, input_size: int) -> int:
             output = net(torch.zeros(1, 3, input_size, input_size))
     except RuntimeError as err:  # e.g. "mat1 and mat2 shapes cannot be multiplied"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"the model does not run on {input_size}x{input_size} inputs ({first}); "
-                         "pass the input size it was trained at") from err
+        raise ValueError(
+            f"the model does not run on {input_size}x{input_size} inputs ({first}); "
+            "pass the input size it was trained at"
+        ) from err
     if not isinstance(output, Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"the model must return (N, K) logits or (N, D) embeddings, got {shape}")

@@ -56,9 +56,7 @@ class _MeanMetric(Metric):
     count: Tensor
     curve_total: Tensor
 
-    def __init__(
-        self, settings: dict[str, Any] | None = None, points: int | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, points: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings: dict[str, Any] = dict(settings or {})
         self.points = points

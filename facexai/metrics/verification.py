@@ -185,9 +185,7 @@ def _undefined(issame: Tensor) -> str | None:
     return None
 
 
-def _verification_compute(
-    scores: Tensor, issame: Tensor, n_folds: int, strict: bool = True
-) -> dict[str, Tensor]:
+def _verification_compute(scores: Tensor, issame: Tensor, n_folds: int, strict: bool = True) -> dict[str, Tensor]:
     """Shared by the function and the Metric class, so the two cannot drift apart.
 
     With ``strict=False`` (the Metric class) data on which the metrics are undefined -- a

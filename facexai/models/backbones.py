@@ -13,9 +13,7 @@ from torch import nn
 import facexai.models.iresnet  # noqa: F401  registers the IResNets in timm
 
 
-def create_backbone(
-    name: str, num_classes: int, weights: str | Path | None = None, **kwargs: Any
-) -> nn.Module:
+def create_backbone(name: str, num_classes: int, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
     """Build timm model ``name`` with an output width of ``num_classes``.
 
     Args:

@@ -22,8 +22,7 @@ class _MarginHead(nn.Module):
         super().__init__()
         if embedding_size < 1 or num_classes < 2:
             raise ValueError(
-                f"margin head needs embedding_size >= 1 and num_classes >= 2, got "
-                f"{embedding_size} and {num_classes}"
+                f"margin head needs embedding_size >= 1 and num_classes >= 2, got {embedding_size} and {num_classes}"
             )
         if scale <= 0 or margin < 0:
             raise ValueError(f"margin head needs scale > 0 and margin >= 0, got {scale} and {margin}")
@@ -55,9 +54,7 @@ class ArcFaceHead(_MarginHead):
     keeping the target logit monotone in theta.
     """
 
-    def __init__(
-        self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.5
-    ) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.5) -> None:
         super().__init__(embedding_size, num_classes, scale, margin)
 
     def target_logit(self, cos: Tensor) -> Tensor:
@@ -70,9 +67,7 @@ class ArcFaceHead(_MarginHead):
 class CosFaceHead(_MarginHead):
     """CosFace: target logit s * (cos(theta) - m)."""
 
-    def __init__(
-        self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35
-    ) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.35) -> None:
         super().__init__(embedding_size, num_classes, scale, margin)
 
     def target_logit(self, cos: Tensor) -> Tensor:

@@ -21,11 +21,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from facexai.config_loading import CheckpointError, read_checkpoint
 from facexai.explain.pairs import pair_targets
 from facexai.explain.targets import ClassTarget, Target
+from facexai.metrics.verification import PairVerificationMetrics
 from facexai.models.backbones import create_backbone
 from facexai.models.face_model import load_face_model
 from facexai.models.heads import MARGIN_HEADS
-from facexai.metrics.verification import PairVerificationMetrics
-
 
 SCHEDULERS = ("onecycle", "cosine", "none")
 #: keys of ``VerificationModule(pretrained_options=...)``, the keyword arguments of load_face_model
@@ -311,7 +310,9 @@ def _pretrained_backbone(
     network = load_face_model(path, **(options or {})).train()
     if backbone_kwargs:
         size = network.face_model_info.input_size
-        warnings.warn(f"backbone_kwargs {backbone_kwargs} are ignored: {path} sets the network ({size} px input)", stacklevel=3)
+        warnings.warn(
+            f"backbone_kwargs {backbone_kwargs} are ignored: {path} sets the network ({size} px input)", stacklevel=3
+        )
     return network
 
 

@@ -36,7 +36,8 @@ def test_every_cascade_level_exists_in_the_demo_backbone_and_grows() -> None:
     names = {name for name, _ in model.named_children()}
     previous: set[str] = set()
     for _, level in sanity.CASCADE:
-        assert set(level) <= names and previous < set(level)
+        assert set(level) <= names
+        assert previous < set(level)
         previous = set(level)
     assert previous == names - {"dropout"}  # the last level randomises every parameter
 
@@ -47,7 +48,7 @@ def test_unknown_layers_raise() -> None:
 
 
 def test_option_overrides_merge_into_the_fast_options() -> None:
-    options = sanity.parse_options(["fame.blur_kernel=1", "gradcam.target_layer=\"layer3\""])
+    options = sanity.parse_options(["fame.blur_kernel=1", 'gradcam.target_layer="layer3"'])
     assert options["fame"] == {**sanity.FAST_OPTIONS["fame"], "blur_kernel": 1}
     assert options["gradcam"] == {"target_layer": "layer3"}
     assert "blur_kernel" not in sanity.FAST_OPTIONS["fame"]  # the defaults are not modified

@@ -66,7 +66,9 @@ def faces(task: str, batch_size: int = 4) -> SyntheticFacesDataModule:
 
 def verification_module() -> VerificationModule:
     torch.manual_seed(0)
-    return VerificationModule(backbone="iresnet_mini", num_identities=4, embedding_size=32, backbone_kwargs={"img_size": 32})
+    return VerificationModule(
+        backbone="iresnet_mini", num_identities=4, embedding_size=32, backbone_kwargs={"img_size": 32}
+    )
 
 
 def classifier_module() -> ClassifierModule:

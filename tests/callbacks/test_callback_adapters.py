@@ -23,9 +23,12 @@ def _images(n: int) -> torch.Tensor:
 def test_dict_batch_with_custom_keys_is_cut_to_max_samples(module: PlainClassifier) -> None:
     batch = {"img": _images(5), "y": torch.tensor([3, 1, 2, 0, 1]), "seg": torch.ones(5, 1, 32, 32)}
     inputs = BatchAdapter(image_key="img", label_key="y", mask_key="seg").read(module, batch, max_samples=2)
-    assert not inputs.pairs and inputs.images.shape == (2, 3, 32, 32)
-    assert isinstance(inputs.target, ClassTarget) and inputs.target.labels.tolist() == [3, 1]
-    assert inputs.masks.shape == (2, 32, 32) and inputs.masks.dtype == torch.bool
+    assert not inputs.pairs
+    assert inputs.images.shape == (2, 3, 32, 32)
+    assert isinstance(inputs.target, ClassTarget)
+    assert inputs.target.labels.tolist() == [3, 1]
+    assert inputs.masks.shape == (2, 32, 32)
+    assert inputs.masks.dtype == torch.bool
     torch.testing.assert_close(inputs.outputs, module(batch["img"][:2]))
 
 
@@ -39,8 +42,11 @@ def test_prediction_target_explains_the_argmax(module: PlainClassifier) -> None:
 def test_pair_batch_of_a_plain_module_gives_both_sides_against_the_partner(module: PlainClassifier) -> None:
     batch = {"left": _images(3), "right": _images(4)[:3], "same": torch.tensor([1, 0, 1])}
     inputs = BatchAdapter(pair_keys=("left", "right"), issame_key="same").read(module, batch, 8)
-    assert inputs.pairs and inputs.images.shape == (6, 3, 32, 32) and inputs.masks is None
-    assert isinstance(inputs.target, SimilarityTarget) and inputs.target.mode == "similar"
+    assert inputs.pairs
+    assert inputs.images.shape == (6, 3, 32, 32)
+    assert inputs.masks is None
+    assert isinstance(inputs.target, SimilarityTarget)
+    assert inputs.target.mode == "similar"
     with torch.no_grad():
         partner = module(batch["right"])
     torch.testing.assert_close(inputs.target.reference[:3], partner)
@@ -52,16 +58,29 @@ def test_inference_tensors_become_normal_tensors(module: PlainClassifier) -> Non
         batch = (_images(2), torch.tensor([0, 1]))
     with torch.inference_mode(False):
         inputs = BatchAdapter().read(module, batch, 8)
-    assert not inputs.images.is_inference() and not inputs.target.labels.is_inference()
+    assert not inputs.images.is_inference()
+    assert not inputs.target.labels.is_inference()
 
 
 @pytest.mark.parametrize(
     ("adapter", "batch", "match"),
     [
         (BatchAdapter(), _images(2), r"no labels .*target='prediction'"),
-        (BatchAdapter(), (_images(2), torch.tensor([0.5, 1.0])), r"integer class indices \(2,\), got dtype torch.float32"),
-        (BatchAdapter(), {"image": torch.zeros(2, 32, 32), "label": torch.tensor([0, 1])}, r"batch\['image'\] must be normalised float images \(N, 3, H, W\), got Tensor\(2, 32, 32\)"),
-        (BatchAdapter(), {"image": _images(2), "label": torch.tensor([0, 1]), "mask": torch.ones(2, 8, 8)}, r"batch\['mask'\] must be masks of shape \(2, 32, 32\)"),
+        (
+            BatchAdapter(),
+            (_images(2), torch.tensor([0.5, 1.0])),
+            r"integer class indices \(2,\), got dtype torch.float32",
+        ),
+        (
+            BatchAdapter(),
+            {"image": torch.zeros(2, 32, 32), "label": torch.tensor([0, 1])},
+            r"batch\['image'\] must be normalised float images \(N, 3, H, W\), got Tensor\(2, 32, 32\)",
+        ),
+        (
+            BatchAdapter(),
+            {"image": _images(2), "label": torch.tensor([0, 1]), "mask": torch.ones(2, 8, 8)},
+            r"batch\['mask'\] must be masks of shape \(2, 32, 32\)",
+        ),
         (BatchAdapter(), ["paths.jpg"], r"cannot read this validation batch.*got list of \(str\)"),
     ],
 )

@@ -19,10 +19,15 @@ from facexai.callbacks.rendering import ComparisonLayout, add_picture, compariso
 from facexai.data.transforms import denormalise
 
 
-def _pairs(n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def _pairs(
+    n: int = 2, size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     gen = torch.Generator().manual_seed(0)
     a, b = torch.rand(n, 3, size, size, generator=gen), torch.rand(n, 3, size, size, generator=gen)
-    maps = {name: (torch.rand(n, size, size, generator=gen), torch.rand(n, size, size, generator=gen)) for name in ("fame", "gradcam")}
+    maps = {
+        name: (torch.rand(n, size, size, generator=gen), torch.rand(n, size, size, generator=gen))
+        for name in ("fame", "gradcam")
+    }
     return a, b, maps
 
 
@@ -44,9 +49,11 @@ def test_size_and_face_tiles_follow_the_layout() -> None:
     a, b, maps = _pairs()
     picture = comparison_grid(a, b, maps, ["genuine | cos=0.90", "impostor | cos=0.10"], tile_size=112)
     layout = ComparisonLayout(rows=2, methods=2, tile=112)
-    assert picture.dtype == np.uint8 and picture.shape == (*layout.size, 3)
+    assert picture.dtype == np.uint8
+    assert picture.shape == (*layout.size, 3)
     # 6 columns of 112 px tiles (A, 2 maps, B, 2 maps) plus the colour bar: wider than the tiles.
-    assert picture.shape[1] > 6 * 112 and picture.shape[0] > 2 * 112
+    assert picture.shape[1] > 6 * 112
+    assert picture.shape[0] > 2 * 112
     # Column 0 is face A and column 3 face B, bilinearly resized, unaltered without masks.
     expected_a = F.interpolate(a, size=(112, 112), mode="bilinear", align_corners=False).clamp(0, 1)
     expected_b = F.interpolate(b, size=(112, 112), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -65,7 +72,10 @@ def test_mask_outline_is_drawn_on_the_mask_edge_of_every_tile_of_its_face() -> N
     picture = comparison_grid(a, b, maps, masks_a=masks_a, tile_size=112)
     layout = ComparisonLayout(1, 2, 112)
     edge = mask_outline(masks_a, 112)[0].numpy()
-    assert edge.sum() > 0 and not edge[56, 56] and edge[28, 56] and edge[56, 83]  # a ring, not the fill
+    assert edge.sum() > 0
+    assert not edge[56, 56]
+    assert edge[28, 56]
+    assert edge[56, 83]
     for column in range(3):  # A and its two maps
         tile = _tile(picture, layout, 0, column)
         assert (tile[edge] == OUTLINE).all()
@@ -84,7 +94,8 @@ def test_e_plus_and_e_minus_have_different_frames_and_the_colour_bar_runs_high_t
     a, b, maps = _pairs()
     plus = comparison_grid(a, b, maps, title="e+  what makes A and B match", cmap="jet")
     minus = comparison_grid(a, b, maps, title="e-  what pushes A and B apart", cmap="jet")
-    assert tuple(plus[0, 0]) == FRAMES["e+"] and tuple(minus[-1, -1]) == FRAMES["e-"]
+    assert tuple(plus[0, 0]) == FRAMES["e+"]
+    assert tuple(minus[-1, -1]) == FRAMES["e-"]
     assert tuple(comparison_grid(a, b, maps, frame=(1, 2, 3))[0, 0]) == (1, 2, 3)
     y0, y1, x0, x1 = ComparisonLayout(2, 2, 112).bar_box
     lut = (colormap_lut("jet") * 255).round().to(torch.uint8).numpy()
@@ -108,7 +119,10 @@ def test_maps_at_another_resolution_are_resized_and_text_is_drawn() -> None:
         ({"cmap": "jett"}, r"Unknown colormap 'jett'\. Did you mean jet"),
         ({"maps": {}}, r"maps is empty"),
         ({"maps": {"fame": torch.rand(2, 32, 32)}}, r"maps\['fame'\] must be a tuple \(maps of A, maps of B\)"),
-        ({"maps": {"fame": (torch.rand(2, 32, 32), torch.rand(3, 32, 32))}}, r"maps\['fame'\] of B must be a tensor \(2, h, w\), got Tensor\(3, 32, 32\)"),
+        (
+            {"maps": {"fame": (torch.rand(2, 32, 32), torch.rand(3, 32, 32))}},
+            r"maps\['fame'\] of B must be a tensor \(2, h, w\), got Tensor\(3, 32, 32\)",
+        ),
         ({"captions": ["one"]}, r"got 1 captions for 2 pairs"),
         ({"masks_a": torch.zeros(2, 16, 16, dtype=torch.bool)}, r"masks_a must be None or a tensor \(2, 32, 32\)"),
         ({"images_b": torch.rand(2, 32, 32)}, r"images_b must be a tensor \(N, 3, H, W\), got Tensor\(2, 32, 32\)"),
@@ -146,12 +160,19 @@ def test_callback_logs_comparison_grids_of_all_explainers_with_mask_outlines(tmp
         assert logged.shape == (*layout.size, 3)
         assert tuple(logged[0, 0]) == frame
         # The logged picture is exactly the public renderer applied to the explained batch.
-        maps = {name: (callback.last_maps[name][suffix][:3], callback.last_maps[name][suffix][3:]) for name in ("gradcam", "liftcam")}
+        maps = {
+            name: (callback.last_maps[name][suffix][:3], callback.last_maps[name][suffix][3:])
+            for name in ("gradcam", "liftcam")
+        }
         a, b = denormalise(batch["image_a"][:3]), denormalise(batch["image_b"][:3])
-        title = f"{'e+  what makes A and B match' if suffix == 'pos' else 'e-  what pushes A and B apart'}  epoch 0  step 0"
+        title = (
+            f"{'e+  what makes A and B match' if suffix == 'pos' else 'e-  what pushes A and B apart'}  epoch 0  step 0"
+        )
         outputs = module.backbone.eval()(torch.cat([batch["image_a"][:3], batch["image_b"][:3]]))
         cosine = F.cosine_similarity(outputs[:3], outputs[3:]).tolist()
-        captions = [f"{'genuine' if s else 'impostor'} | cos={c:.2f}" for s, c in zip(batch["issame"][:3].tolist(), cosine)]
+        captions = [
+            f"{'genuine' if s else 'impostor'} | cos={c:.2f}" for s, c in zip(batch["issame"][:3].tolist(), cosine, strict=False)
+        ]
         expected = comparison_grid(a, b, maps, captions, batch["mask_a"][:3], batch["mask_b"][:3], title=title)
         np.testing.assert_array_equal(logged, expected)
     # The synthetic identity masks are outlined where their edges are, on A and on B.
@@ -180,7 +201,8 @@ def test_tile_size_colormap_and_switching_the_comparison_off(tmp_path: Path) -> 
     run = trainer(tmp_path / "off", [quiet])
     run.validate(module, datamodule, verbose=False)
     tags = set(events(run.logger.log_dir).Tags()["images"])
-    assert "xai/gradcam/pairs_pos" in tags and not any("compare" in tag for tag in tags)
+    assert "xai/gradcam/pairs_pos" in tags
+    assert not any("compare" in tag for tag in tags)
 
     only_compare = ExplanationCallback(explainers=["gradcam"], metrics=FAST_METRICS, max_samples=2,
                                        log_method_grids=False, log_curves=False, max_time_share=None)  # fmt: skip
@@ -203,4 +225,5 @@ def test_writers_without_torch_internals_get_the_same_picture_through_add_image(
     recorder = Recorder()
     add_picture(recorder, "xai/compare/pairs_pos", picture, 3)
     ((tag, logged, step, formats),) = recorder.calls
-    assert (tag, step, formats) == ("xai/compare/pairs_pos", 3, "HWC") and logged is picture
+    assert (tag, step, formats) == ("xai/compare/pairs_pos", 3, "HWC")
+    assert logged is picture

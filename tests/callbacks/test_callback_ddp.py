@@ -25,7 +25,9 @@ class _Counting(GridCountingCallback, ExplanationCallback):
 @pytest.mark.slow  # spawns two processes that each import torch and Lightning (~30 s here)
 def test_ddp_spawn_logs_images_once_and_syncs_metrics(tmp_path: Path) -> None:
     train, val = tuple_loaders(n_train=12, n_val=6, batch_size=3)  # 2 x 3 training, 3 validation images per rank
-    callback = _Counting(metrics=FAST_METRICS, target_layer="layer3", max_time_share=None, png_dir=str(tmp_path / "png"))
+    callback = _Counting(
+        metrics=FAST_METRICS, target_layer="layer3", max_time_share=None, png_dir=str(tmp_path / "png")
+    )
     callback.record_dir = str(tmp_path)
     run = trainer(tmp_path, [callback], strategy="ddp_spawn", devices=2)
     run.fit(PlainClassifier(), train, val)
@@ -38,7 +40,8 @@ def test_ddp_spawn_logs_images_once_and_syncs_metrics(tmp_path: Path) -> None:
     assert samples.value == 6  # 3 per rank, summed by torchmetrics
     assert len(acc.Scalars("val/xai/gradcam/deletion_auc")) == 1
     # times are rank zero's own (a synced log of per-rank labels could pair different all-reduces)
-    assert len(acc.Scalars("xai/gradcam/time_s")) == 1 and acc.Scalars("xai/time_s")[0].value > 0
+    assert len(acc.Scalars("xai/gradcam/time_s")) == 1
+    assert acc.Scalars("xai/time_s")[0].value > 0
     assert [p.name for p in (tmp_path / "png").iterdir()] == ["xai_gradcam_heatmaps.png"]
     # Rendering happens on rank zero only, not merely writing (a TensorBoard logger is silent elsewhere).
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["1", "0"]

@@ -57,9 +57,15 @@ def test_verification_fit_and_validate_log_pairs_and_score_e_plus_e_minus(tmp_pa
         # e+ is scored by the cosine similarity, e- by 1 - cosine (METRICS.md).
         score_fn = target_score_fn(model, target)
         deletion, insertion = deletion_insertion_curves(score_fn, images, maps, 4, with_index=True)
-        assert float(logged[f"val/xai/gradcam/deletion_auc_{suffix}"]) == pytest.approx(float(curve_auc(deletion).mean()), abs=1e-5)
-        assert float(logged[f"val/xai/gradcam/insertion_auc_{suffix}"]) == pytest.approx(float(curve_auc(insertion).mean()), abs=1e-5)
-        assert float(logged[f"val/xai/gradcam/energy_pointing_game_{suffix}"]) == pytest.approx(float(energy_pointing_game(maps, masks)), abs=1e-5)
+        assert float(logged[f"val/xai/gradcam/deletion_auc_{suffix}"]) == pytest.approx(
+            float(curve_auc(deletion).mean()), abs=1e-5
+        )
+        assert float(logged[f"val/xai/gradcam/insertion_auc_{suffix}"]) == pytest.approx(
+            float(curve_auc(insertion).mean()), abs=1e-5
+        )
+        assert float(logged[f"val/xai/gradcam/energy_pointing_game_{suffix}"]) == pytest.approx(
+            float(energy_pointing_game(maps, masks)), abs=1e-5
+        )
     assert not torch.allclose(callback.last_maps["gradcam"]["pos"], callback.last_maps["gradcam"]["neg"])
 
 
@@ -71,12 +77,15 @@ def test_classifier_bf16_every_n_epochs_and_test_stage(tmp_path: Path) -> None:
     run.fit(module, datamodule)
 
     maps = callback.last_maps["gradcam"]["maps"]
-    assert maps.dtype == torch.float32 and maps.shape == (3, 32, 32)  # max_samples of a batch of 4
-    assert 0 <= maps.min() and maps.max() <= 1
+    assert maps.dtype == torch.float32
+    assert maps.shape == (3, 32, 32)
+    assert 0 <= maps.min()
+    assert maps.max() <= 1
     acc = events(run.logger.log_dir)
     assert len(acc.Scalars("val/acc")) == 2  # two validation epochs ...
     (image,) = acc.Images("xai/gradcam/heatmaps")  # ... explained only in epoch 0
-    assert image.step == 2 and (image.width, image.height) == _grid_size(rows=3, cols=3)
+    assert image.step == 2
+    assert (image.width, image.height) == _grid_size(rows=3, cols=3)
     for metric in ("deletion_auc", "insertion_auc", "energy_pointing_game", "pointing_game", "sparsity"):
         (value,) = acc.Scalars(f"val/xai/gradcam/{metric}")
         assert torch.isfinite(torch.tensor(value.value))
@@ -105,7 +114,9 @@ def test_every_registered_explainer_runs_on_face_pairs_in_the_callback(tmp_path:
         label = tag_label(name)  # "gradcam++" -> "gradcam_pp"
         for suffix in ("pos", "neg"):
             maps = callback.last_maps[name][suffix]
-            assert maps.shape == (4, 32, 32) and maps.dtype == torch.float32  # [A; B] of 2 pairs
-            assert 0 <= maps.min() and maps.max() <= 1
+            assert maps.shape == (4, 32, 32)
+            assert maps.dtype == torch.float32
+            assert 0 <= maps.min()
+            assert maps.max() <= 1
             assert torch.isfinite(run.callback_metrics[f"val/xai/{label}/deletion_auc_{suffix}"])
             assert f"xai/{label}/pairs_{suffix}" in images

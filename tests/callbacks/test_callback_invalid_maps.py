@@ -74,7 +74,8 @@ def test_a_nan_map_warns_with_method_and_sample_and_validation_goes_on(tmp_path:
     # the metrics score the two finite maps instead of refusing the batch
     assert torch.isfinite(run.callback_metrics["val/xai/broken/deletion_auc"])
     grid = callback.last_grids["xai/broken/heatmaps"]
-    assert grid.shape[0] == 3 and torch.isfinite(grid).all()
+    assert grid.shape[0] == 3
+    assert torch.isfinite(grid).all()
     assert (tmp_path / "png" / "xai_broken_heatmaps.png").is_file()
 
 

@@ -33,7 +33,8 @@ def test_bf16_true_validation_explains_pairs_and_logs_maps(tmp_path: Path) -> No
     for name in ALL_EXPLAINERS:
         for suffix in ("pos", "neg"):
             maps = callback.last_maps[name][suffix]
-            assert maps.dtype == torch.float32 and maps.shape == (4, 32, 32)
+            assert maps.dtype == torch.float32
+            assert maps.shape == (4, 32, 32)
             assert torch.isfinite(maps).all() and maps.amax() > 0, (name, suffix)
         assert torch.isfinite(run.callback_metrics[f"val/xai/{tag_label(name)}/deletion_auc_pos"])
     assert {"xai/gradcam/pairs_pos", "xai/compare/pairs_neg"} <= set(events(run.logger.log_dir).Tags()["images"])

@@ -61,7 +61,10 @@ def test_grid_layout_and_captions_are_drawn() -> None:
 
 
 def test_curves_figure_has_one_panel_per_mode() -> None:
-    curves = {"deletion": {"e+": torch.linspace(1, 0, 5), "e-": torch.linspace(0, 1, 5)}, "insertion": {"": torch.rand(5)}}
+    curves = {
+        "deletion": {"e+": torch.linspace(1, 0, 5), "e-": torch.linspace(0, 1, 5)},
+        "insertion": {"": torch.rand(5)},
+    }
     fig = curves_figure(curves, "gradcam")
     assert [ax.get_title() for ax in fig.axes] == ["gradcam deletion", "gradcam insertion"]
     assert len(fig.axes[0].lines) == 2
@@ -71,5 +74,6 @@ def test_save_heatmap_grid_writes_the_callback_picture(tmp_path: Path) -> None:
     images, maps = torch.rand(3, 3, 32, 32) * 2 - 1, torch.rand(3, 32, 32)
     path = save_heatmap_grid(tmp_path / "docs" / "heatmaps.png", images, maps, ["a", "b", "c"], tile_size=48)
     with Image.open(path) as png:
-        assert png.format == "PNG" and png.mode == "RGB"
+        assert png.format == "PNG"
+        assert png.mode == "RGB"
         assert png.size == (3 * (48 + PAD) + PAD, 3 * (CAPTION_HEIGHT + 48 + PAD) + PAD)

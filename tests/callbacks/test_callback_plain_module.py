@@ -41,7 +41,9 @@ def test_autocast_around_the_run_does_not_change_maps_or_scores(tmp_path: Path) 
     module = PlainClassifier()
     results = []
     for i, region in enumerate((nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16))):
-        callback = ExplanationCallback(metrics=FAST_METRICS, target_layer="layer3", log_images=False, max_time_share=None)
+        callback = ExplanationCallback(
+            metrics=FAST_METRICS, target_layer="layer3", log_images=False, max_time_share=None
+        )
         run = trainer(tmp_path / str(i), [callback], logger=False)
         with region:
             run.validate(module, val, verbose=False)

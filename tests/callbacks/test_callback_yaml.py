@@ -31,7 +31,8 @@ def _parse(explainers: str, metrics: str) -> ExplanationCallback:
 
 def test_dict_of_explainer_options_and_list_of_metrics() -> None:
     callback = _parse("{gradcam: {}, fame: {iterations: 20}}", "[deletion_auc, insertion_auc]")
-    assert isinstance(callback, ExplanationCallback) and callback.every_n_epochs == 2
+    assert isinstance(callback, ExplanationCallback)
+    assert callback.every_n_epochs == 2
     assert callback.explainers["fame"].iterations == 20
     assert callback.explainers["gradcam"].target_layer == "layer4"
     assert list(callback.suite.specs) == ["deletion_auc", "insertion_auc"]
@@ -40,7 +41,8 @@ def test_dict_of_explainer_options_and_list_of_metrics() -> None:
 def test_list_of_names_and_class_paths_and_dict_of_metric_options() -> None:
     explainers = "[liftcam, {class_path: facexai.explain.fame.FAME, init_args: {iterations: 5}}]"
     callback = _parse(explainers, "{deletion_auc: {steps: 10}}")
-    assert isinstance(callback.explainers["fame"], FAME) and callback.explainers["fame"].iterations == 5
+    assert isinstance(callback.explainers["fame"], FAME)
+    assert callback.explainers["fame"].iterations == 5
     assert callback.suite.specs == {"deletion_auc": {"steps": 10}}
 
 

@@ -94,7 +94,8 @@ def test_read_landmarks_csv_with_and_without_header(tmp_path: Path, face) -> Non
     without = tmp_path / "b.csv"
     without.write_text(_row("b.png", landmarks) + "\n")
     got = read_landmarks(with_header)
-    assert list(got) == ["p/a.png"] and got["p/a.png"].shape == (5, 2)
+    assert list(got) == ["p/a.png"]
+    assert got["p/a.png"].shape == (5, 2)
     np.testing.assert_allclose(got["p/a.png"], landmarks, atol=1e-4)
     assert list(read_landmarks(without)) == ["b.png"]
 
@@ -237,7 +238,8 @@ def test_malformed_landmark_files_raise_the_readers_error(tmp_path: Path, conten
     path.write_bytes(content)
     with pytest.raises(LandmarksFileError, match=message) as info:
         read_landmarks(path)
-    assert path.name in str(info.value) and len(str(info.value)) < 400
+    assert path.name in str(info.value)
+    assert len(str(info.value)) < 400
 
 
 def test_landmarks_error_is_a_value_error() -> None:

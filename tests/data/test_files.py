@@ -43,7 +43,9 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_pairs_outside_the_image_root_are_refused(tmp_path: Path, line: str, shown: str) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("rel/a.jpg rel/b.jpg 1\n" + line + "\n")
-    with pytest.raises(PairsFileError, match=rf"pairs\.txt:2: {re.escape(shown)} points outside the image root") as info:
+    with pytest.raises(
+        PairsFileError, match=rf"pairs\.txt:2: {re.escape(shown)} points outside the image root"
+    ) as info:
         read_pairs(pairs, tmp_path / "root", check_files=False)
     assert "allow_outside_root" in str(info.value)
 
@@ -52,7 +54,8 @@ def test_allow_outside_root_keeps_such_paths(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("/data/a.jpg ../b.jpg 1\n")
     got = read_pairs(pairs, tmp_path / "root", check_files=False, allow_outside_root=True)
-    assert got[0].path_a == Path("/data/a.jpg") and got[0].path_b == tmp_path / "root" / ".." / "b.jpg"
+    assert got[0].path_a == Path("/data/a.jpg")
+    assert got[0].path_b == tmp_path / "root" / ".." / "b.jpg"
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,8 @@ def test_malformed_pairs_raise_the_readers_error(tmp_path: Path, content: bytes,
 
 
 def test_pairs_error_is_a_value_error() -> None:
-    assert issubclass(PairsFileError, ValueError) and issubclass(ImageFileError, ValueError)
+    assert issubclass(PairsFileError, ValueError)
+    assert issubclass(ImageFileError, ValueError)
 
 
 def test_decompression_bomb_is_refused_with_the_file_name(tmp_path: Path) -> None:
@@ -108,7 +112,8 @@ def test_every_pillow_mode_reads_as_rgb_uint8(tmp_path: Path, mode: str) -> None
     path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
     Image.new(mode, (5, 4)).save(path)
     image = load_image(path)
-    assert image.dtype == np.uint8 and image.shape == (4, 5, 3)
+    assert image.dtype == np.uint8
+    assert image.shape == (4, 5, 3)
 
 
 def test_overlong_names_are_reported_missing_not_as_oserror(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ def _write_tree(root, names=("alice", "bob"), per=3, size=20):
     for name in names:
         (root / name).mkdir(parents=True)
         for i in range(1, per + 1):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / name / f"{name}_{i:04d}.jpg")
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                root / name / f"{name}_{i:04d}.jpg"
+            )
 
 
 def test_lfw_pairs_formats(tmp_path):
@@ -55,12 +57,20 @@ def test_corrupt_image_names_file(tmp_path):
 
 def test_image_folder_module_batches(tmp_path):
     _write_tree(tmp_path / "train", per=5)
-    dm = ImageFolderDataModule(train_dir=str(tmp_path / "train"), image_size=16, val_fraction=0.2,
-                               batch_size=4, num_workers=0, augmentation="none")
+    dm = ImageFolderDataModule(
+        train_dir=str(tmp_path / "train"),
+        image_size=16,
+        val_fraction=0.2,
+        batch_size=4,
+        num_workers=0,
+        augmentation="none",
+    )
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape[1:] == (3, 16, 16) and dm.num_classes == 2
-    assert len(dm.val_set) == 2 and len(dm.train_set) == 8
+    assert batch["image"].shape[1:] == (3, 16, 16)
+    assert dm.num_classes == 2
+    assert len(dm.val_set) == 2
+    assert len(dm.train_set) == 8
 
 
 def test_face_pairs_module(tmp_path):
@@ -68,11 +78,18 @@ def test_face_pairs_module(tmp_path):
     _write_tree(tmp_path / "lfw", names=("x", "y"))
     pairs = tmp_path / "lfw_pairs.txt"
     pairs.write_text("x 1 2\nx 1 y 2\n")
-    dm = FacePairsDataModule(train_dir=str(tmp_path / "train"), pairs_files=[str(pairs)],
-                             pairs_root=str(tmp_path / "lfw"), image_size=16, batch_size=2, num_workers=0)
+    dm = FacePairsDataModule(
+        train_dir=str(tmp_path / "train"),
+        pairs_files=[str(pairs)],
+        pairs_root=str(tmp_path / "lfw"),
+        image_size=16,
+        batch_size=2,
+        num_workers=0,
+    )
     (loader,) = dm.val_dataloader()
     batch = next(iter(loader))
-    assert batch["issame"].tolist() == [True, False] and batch["image_a"].shape == (2, 3, 16, 16)
+    assert batch["issame"].tolist() == [True, False]
+    assert batch["image_a"].shape == (2, 3, 16, 16)
     assert dm.val_set_names == ["lfw_pairs"]
 
 
@@ -95,15 +112,21 @@ def test_face_pairs_module_without_training_data(tmp_path):
     pairs, root = _pairs_setup(tmp_path)
     dm = FacePairsDataModule(pairs_files=str(pairs), pairs_root=str(root), image_size=16, batch_size=2, num_workers=0)
     batch = next(iter(dm.val_dataloader()[0]))
-    assert batch["issame"].tolist() == [True, False] and dm.num_classes is None
+    assert batch["issame"].tolist() == [True, False]
+    assert dm.num_classes is None
     assert len(dm.test_dataloader()) == 1
     with pytest.raises(ValueError, match="train_dataloader.*train_dir was not given"):
         dm.train_dataloader()
 
 
-@pytest.mark.parametrize(("kwargs", "missing"), [({"pairs_root": "."}, "pairs_files"),
-                                                 ({"pairs_files": "p.txt"}, "pairs_root"),
-                                                 ({"pairs_files": [], "pairs_root": "."}, "pairs_files")])
+@pytest.mark.parametrize(
+    ("kwargs", "missing"),
+    [
+        ({"pairs_root": "."}, "pairs_files"),
+        ({"pairs_files": "p.txt"}, "pairs_root"),
+        ({"pairs_files": [], "pairs_root": "."}, "pairs_files"),
+    ],
+)
 def test_face_pairs_module_requires_pairs(kwargs, missing):
     with pytest.raises(ValueError, match=f"FacePairsDataModule needs {missing}"):
         FacePairsDataModule(**kwargs)
@@ -117,8 +140,10 @@ def test_insightface_module_with_bins_only(tmp_path):
     path = write_verification_bin(tmp_path / "lfw.bin", images, [True, False, True])
     dm = InsightFaceDataModule(val_bins=str(path), image_size=16, batch_size=8, num_workers=0)
     batch = next(iter(dm.val_dataloader()[0]))
-    assert batch["image_a"].shape == (3, 3, 16, 16) and batch["issame"].tolist() == [True, False, True]
-    assert dm.val_set_names == ["lfw"] and dm.num_classes is None
+    assert batch["image_a"].shape == (3, 3, 16, 16)
+    assert batch["issame"].tolist() == [True, False, True]
+    assert dm.val_set_names == ["lfw"]
+    assert dm.num_classes is None
     with pytest.raises(ValueError, match="train_root was not given.*train.rec"):
         dm.train_dataloader()
     with pytest.raises(ValueError, match="InsightFaceDataModule needs val_bins"):
@@ -129,7 +154,8 @@ def test_image_folder_module_with_validation_folder_only(tmp_path):
     _write_tree(tmp_path / "val", per=2)
     dm = ImageFolderDataModule(val_dir=str(tmp_path / "val"), image_size=16, batch_size=8, num_workers=0)
     batch = next(iter(dm.val_dataloader()))
-    assert batch["label"].tolist() == [0, 0, 1, 1] and dm.class_names == ["alice", "bob"]
+    assert batch["label"].tolist() == [0, 0, 1, 1]
+    assert dm.class_names == ["alice", "bob"]
     with pytest.raises(ValueError, match="train_dir was not given"):
         dm.train_dataloader()
     with pytest.raises(ValueError, match="needs train_dir .* or val_dir"):

@@ -23,18 +23,47 @@ def test_fit_on_recordio_and_two_bin_sets(tmp_path, capsys):
     for name in ("lfw", "cfp_fp"):
         write_verification_bin(tmp_path / f"{name}.bin", list(pair_images), [i % 2 == 0 for i in range(20)])
     config = {
-        "trainer": {"accelerator": "cpu", "devices": 1, "enable_checkpointing": False, "enable_progress_bar": False,
-                    "enable_model_summary": False,
-                    "callbacks": [{"class_path": "facexai.callbacks.ExplanationCallback",
-                                   "init_args": {"explainers": ["gradcam"], "max_samples": 2, "explain_all_sets": True,
-                                                 "metrics": {"deletion_auc": {"steps": 4}}}}],
-                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs")}}},
-        "model": {"class_path": "facexai.models.VerificationModule",
-                  "init_args": {"backbone": "iresnet_mini", "num_identities": 3, "embedding_size": 16,
-                                "backbone_kwargs": {"img_size": 32}}},
-        "data": {"class_path": "facexai.data.InsightFaceDataModule",
-                 "init_args": {"train_root": str(tmp_path / "train"), "image_size": 32, "batch_size": 4, "num_workers": 0,
-                               "val_bins": [str(tmp_path / "lfw.bin"), str(tmp_path / "cfp_fp.bin")]}},
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "callbacks": [
+                {
+                    "class_path": "facexai.callbacks.ExplanationCallback",
+                    "init_args": {
+                        "explainers": ["gradcam"],
+                        "max_samples": 2,
+                        "explain_all_sets": True,
+                        "metrics": {"deletion_auc": {"steps": 4}},
+                    },
+                }
+            ],
+            "logger": {
+                "class_path": "pytorch_lightning.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path / "logs")},
+            },
+        },
+        "model": {
+            "class_path": "facexai.models.VerificationModule",
+            "init_args": {
+                "backbone": "iresnet_mini",
+                "num_identities": 3,
+                "embedding_size": 16,
+                "backbone_kwargs": {"img_size": 32},
+            },
+        },
+        "data": {
+            "class_path": "facexai.data.InsightFaceDataModule",
+            "init_args": {
+                "train_root": str(tmp_path / "train"),
+                "image_size": 32,
+                "batch_size": 4,
+                "num_workers": 0,
+                "val_bins": [str(tmp_path / "lfw.bin"), str(tmp_path / "cfp_fp.bin")],
+            },
+        },
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))

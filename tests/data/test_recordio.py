@@ -24,10 +24,10 @@ from facexai.data.recordio import (
     RecordIODataset,
     RecordIOError,
     RecordIOWriter,
-    frame_record,
-    pack_image_folder,
     decode_image,
     encode_image,
+    frame_record,
+    pack_image_folder,
     pack_payload,
     unpack_payload,
     write_face_records,
@@ -83,7 +83,8 @@ def test_pack_image_folder_round_trip_is_bit_exact(packed) -> None:
     assert ds.num_classes == len(COUNTS)
     for i, (expected, label) in enumerate(zip(images, labels, strict=True)):
         image, got_label = ds.read_image(i)
-        assert image.dtype == np.uint8 and np.array_equal(image, expected)
+        assert image.dtype == np.uint8
+        assert np.array_equal(image, expected)
         assert got_label == label
 
 
@@ -92,7 +93,9 @@ def test_header_and_identity_records_follow_insightface_layout(packed) -> None:
     reader = RecordIODataset(root).reader
     header, data = reader.read_header(0)
     n = len(images)
-    assert header.flag == 2 and header.label == (n + 1, n + 1 + len(COUNTS)) and data == b""
+    assert header.flag == 2
+    assert header.label == (n + 1, n + 1 + len(COUNTS))
+    assert data == b""
     starts = np.cumsum((1, *COUNTS))
     for k in range(len(COUNTS)):
         identity, _ = reader.read_header(n + 1 + k)
@@ -102,7 +105,8 @@ def test_header_and_identity_records_follow_insightface_layout(packed) -> None:
 
 def test_pack_result_names_classes(tmp_path: Path, face_folder) -> None:
     result = pack_image_folder(face_folder[0], tmp_path / "out")
-    assert result.num_images == sum(COUNTS) and result.class_names == ("id0", "id1", "id2")
+    assert result.num_images == sum(COUNTS)
+    assert result.class_names == ("id0", "id1", "id2")
     assert result.num_classes == 3
 
 
@@ -110,8 +114,10 @@ def test_getitem_normalises_after_transform(packed) -> None:
     root, images, labels = packed
     item = RecordIODataset(root)[3]
     expected = (torch.from_numpy(images[3]).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-    assert item["image"].dtype == torch.float32 and torch.equal(item["image"], expected)
-    assert item["label"].dtype == torch.int64 and item["label"].item() == labels[3]
+    assert item["image"].dtype == torch.float32
+    assert torch.equal(item["image"], expected)
+    assert item["label"].dtype == torch.int64
+    assert item["label"].item() == labels[3]
 
     flipped = RecordIODataset(root, transform=lambda im: im[:, ::-1])[3]["image"]
     assert torch.equal(flipped, expected.flip(-1))
@@ -160,7 +166,8 @@ def test_dataset_without_header_uses_every_record(tmp_path: Path) -> None:
         for key, (image, label) in enumerate(zip(images, (4, 0, 2), strict=True)):
             writer.write_image(key, image, label)
     ds = RecordIODataset(tmp_path)
-    assert len(ds) == 3 and ds.num_classes == 5
+    assert len(ds) == 3
+    assert ds.num_classes == 5
     assert [ds.read_image(i)[1] for i in range(3)] == [4, 0, 2]
     assert np.array_equal(ds.read_image(2)[0], images[2])
 
@@ -173,7 +180,9 @@ def test_label_arrays_use_first_entry(tmp_path: Path) -> None:
         writer.write_image(2, _image(rng), [0.0, 1.0])
         writer.write(3, pack_payload([1.0, 3.0]))
     ds = RecordIODataset(tmp_path)
-    assert len(ds) == 2 and ds.num_classes == 1 and ds[1]["label"].item() == 0
+    assert len(ds) == 2
+    assert ds.num_classes == 1
+    assert ds[1]["label"].item() == 0
 
 
 def test_write_face_records_requires_grouped_labels(tmp_path: Path) -> None:
@@ -276,9 +285,11 @@ def test_skip_corrupt_counts_and_logs_every_skipped_record(tmp_path: Path, caplo
 
     with caplog.at_level(logging.WARNING, logger="facexai.data.recordio"):
         ds = RecordIODataset(tmp_path, skip_corrupt=True)
-        assert len(ds) == 4 and ds.corrupt_count == 2  # structural damage found up front
+        assert len(ds) == 4
+        assert ds.corrupt_count == 2
         labels = [ds[i]["label"].item() for i in range(len(ds))]
-    assert ds.corrupt_count == 3 and sorted(ds.corrupt_records) == [2, 4, 5]
+    assert ds.corrupt_count == 3
+    assert sorted(ds.corrupt_records) == [2, 4, 5]
     assert labels == [0, 1, 2, 2]  # item of record 4 falls through to record 6
     assert "3 corrupt record(s) skipped so far" in caplog.text
     assert "left out 2 structurally corrupt record(s)" in caplog.text
@@ -346,8 +357,12 @@ def test_header_fields_are_checked_against_the_file(tmp_path: Path, header: byte
 
 @pytest.mark.parametrize(
     ("label", "message"),
-    [(float("inf"), "label inf is not a whole number"), (float("nan"), "label nan"), (1.5, "label 1.5"),
-     (-1.0, "label -1 outside")],
+    [
+        (float("inf"), "label inf is not a whole number"),
+        (float("nan"), "label nan"),
+        (1.5, "label 1.5"),
+        (-1.0, "label -1 outside"),
+    ],
 )
 def test_image_labels_must_be_whole_finite_numbers(tmp_path: Path, label: float, message: str) -> None:
     rng = np.random.default_rng(7)

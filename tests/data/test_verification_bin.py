@@ -48,7 +48,8 @@ def test_round_trip_is_bit_exact_and_plain_pickle_compatible(tmp_path: Path, pai
     assert all(np.array_equal(got, want) for got, want in zip(images, pairs, strict=True))
     with path.open("rb") as fh:  # what insightface's load_bin does
         bins, flags = pickle.load(fh)
-    assert all(isinstance(b, bytes) for b in bins) and flags == ISSAME
+    assert all(isinstance(b, bytes) for b in bins)
+    assert flags == ISSAME
 
 
 def test_python2_pickle_loads_as_bytes(tmp_path: Path, pairs) -> None:
@@ -58,7 +59,8 @@ def test_python2_pickle_loads_as_bytes(tmp_path: Path, pairs) -> None:
     with pytest.raises(UnicodeDecodeError):  # the classic Python 3 pitfall with these files
         pickle.loads(path.read_bytes())
     images, issame = load_verification_bin(path)
-    assert issame == ISSAME and np.array_equal(images[5], pairs[5])
+    assert issame == ISSAME
+    assert np.array_equal(images[5], pairs[5])
 
 
 def test_bytearray_images_are_accepted(tmp_path: Path, pairs) -> None:
@@ -131,12 +133,15 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_dataset_yields_normalised_pairs(tmp_path: Path, pairs) -> None:
     ds = VerificationBinDataset(write_verification_bin(tmp_path / "cfp_fp.bin", pairs, ISSAME), image_size=16)
-    assert len(ds) == 3 and ds.name == "cfp_fp"
+    assert len(ds) == 3
+    assert ds.name == "cfp_fp"
     item = ds[1]
     expected_b = (torch.from_numpy(pairs[3]).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
     assert torch.equal(item["image_b"], expected_b)
-    assert item["image_a"].shape == (3, 16, 16) and item["image_a"].dtype == torch.float32
-    assert item["issame"].dtype == torch.bool and not item["issame"].item()
+    assert item["image_a"].shape == (3, 16, 16)
+    assert item["image_a"].dtype == torch.float32
+    assert item["issame"].dtype == torch.bool
+    assert not item["issame"].item()
     with pytest.raises(IndexError):
         ds[3]
 
@@ -186,7 +191,9 @@ def test_memo_references_to_one_image_are_refused_without_expanding(tmp_path: Pa
     size = path.stat().st_size
 
     def read() -> None:
-        with pytest.raises(VerificationBinError, match=r"memo\.bin: the images hold 300000000 bytes .* only 100\d{4} bytes"):
+        with pytest.raises(
+            VerificationBinError, match=r"memo\.bin: the images hold 300000000 bytes .* only 100\d{4} bytes"
+        ):
             read_verification_bin(path)
 
     assert _peak_while(read) < 3 * size
@@ -199,7 +206,7 @@ def test_memo_references_to_one_image_are_refused_without_expanding(tmp_path: Pa
         (_frame_free(b"\x8d" + _u8(2**40) + b"abc"), "BINUNICODE8"),
         (_frame_free(b"\x96" + _u8(2**40) + b"abc"), "BYTEARRAY8"),
         (_frame_free(b"B" + _u4(2**31 - 1) + b"abc"), "BINBYTES"),
-        (b"\x80\x04\x95" + _u8(2**40) + b"]." , "FRAME"),
+        (b"\x80\x04\x95" + _u8(2**40) + b"].", "FRAME"),
         (_frame_free(b"]r" + _u4(2**32 - 1)), "memo index 4294967295"),  # a 32 GiB memo table
         (_frame_free(b"(" * 10_000), "MARK"),
     ],
@@ -227,7 +234,18 @@ def test_huge_lengths_are_refused_before_allocating(tmp_path: Path, content: byt
         ([[b"x", b"y"], [True], None], "expected a pickled pair"),
         ((b"xy", [True]), "images must be a list, got bytes"),
     ],
-    ids=["int-flag", "str-flag", "int-images", "nested-images", "nested-flags", "dict", "set", "float", "triple", "bytes"],
+    ids=[
+        "int-flag",
+        "str-flag",
+        "int-images",
+        "nested-images",
+        "nested-flags",
+        "dict",
+        "set",
+        "float",
+        "triple",
+        "bytes",
+    ],
 )
 def test_wrong_types_inside_the_pickle_raise_the_readers_error(tmp_path: Path, obj: object, message: str) -> None:
     path = tmp_path / "types.bin"

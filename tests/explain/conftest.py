@@ -20,9 +20,7 @@ class TinyNet(nn.Module):
     gradients vary over the feature map). At 32 px the CAM layer ``features`` is 16 x 8 x 8.
     """
 
-    def __init__(
-        self, out_dim: int = 5, act: Callable[[], nn.Module] = nn.ReLU, head: str = "linear"
-    ) -> None:
+    def __init__(self, out_dim: int = 5, act: Callable[[], nn.Module] = nn.ReLU, head: str = "linear") -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act(), nn.MaxPool2d(2),

@@ -20,9 +20,7 @@ class HandSet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2, 2)
         with torch.no_grad():
-            self.conv.weight.copy_(
-                torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])[:, :, None, None]
-            )
+            self.conv.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])[:, :, None, None])
             self.fc.weight.copy_(torch.tensor([[2.0, -1.0], [0.5, 1.0]]))
             self.fc.bias.copy_(torch.tensor([0.3, -0.2]))
 
@@ -69,9 +67,7 @@ def activations_and_gradients(model, layer, images, score):
 
 def finish(cam: torch.Tensor, size) -> torch.Tensor:
     """ReLU, bilinear upsampling, min-max: DESIGN.md's post-processing, written out."""
-    cam = F.interpolate(torch.relu(cam)[:, None], size=size, mode="bilinear", align_corners=False)[
-        :, 0
-    ]
+    cam = F.interpolate(torch.relu(cam)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     low, high = cam.amin(dim=(1, 2), keepdim=True), cam.amax(dim=(1, 2), keepdim=True)
     return ((cam - low) / (high - low)).float()
 
@@ -95,9 +91,7 @@ def loop_gradcam_pp(model, layer, images, score) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["mlp", "similar"])
 def test_gradcam_pp_matches_loop(kind, images, mlp_classifier, embedder, pair_target):
-    model, target = (
-        (mlp_classifier, ClassTarget([4, 0, 2])) if kind == "mlp" else (embedder, pair_target())
-    )
+    model, target = (mlp_classifier, ClassTarget([4, 0, 2])) if kind == "mlp" else (embedder, pair_target())
     maps = create_explainer("gradcam++")(model, images, target)
     with torch.enable_grad():
         expected = loop_gradcam_pp(model, model.features, images, target)
@@ -120,9 +114,7 @@ def loop_scorecam(model, layer, images, labels) -> torch.Tensor:
             baseline = model(torch.zeros_like(images[i : i + 1]))[0, label]
             increases = []
             for k in range(acts.shape[1]):
-                up = F.interpolate(
-                    acts[i, k][None, None].float(), size=images.shape[-2:], mode="bilinear"
-                )
+                up = F.interpolate(acts[i, k][None, None].float(), size=images.shape[-2:], mode="bilinear")
                 span = up.max() - up.min()
                 mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
                 increases.append(model(images[i : i + 1] * mask)[0, label] - baseline)
@@ -141,9 +133,7 @@ def test_scorecam_matches_loop(images, classifier):
 
 def test_scorecam_chunked_equals_unchunked(images, embedder, pair_target):
     target = pair_target("dissimilar")
-    maps = [
-        create_explainer("scorecam", batch_size=b)(embedder, images, target) for b in (1, 7, 10_000)
-    ]
+    maps = [create_explainer("scorecam", batch_size=b)(embedder, images, target) for b in (1, 7, 10_000)]
     torch.testing.assert_close(maps[0], maps[2], atol=1e-5, rtol=0)
     torch.testing.assert_close(maps[1], maps[2], atol=1e-5, rtol=0)
 
@@ -171,9 +161,13 @@ def test_cam_layer_followed_by_inplace_relu():
 
     torch.manual_seed(0)
     model = torchvision.models.vgg11_bn(num_classes=3).eval()
-    assert isinstance(model.features[27], torch.nn.ReLU) and model.features[27].inplace
-    maps = create_explainer("gradcam", target_layer="features.26")(model, torch.randn(2, 3, 64, 64), ClassTarget([0, 1]))
-    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()
+    assert isinstance(model.features[27], torch.nn.ReLU)
+    assert model.features[27].inplace
+    maps = create_explainer("gradcam", target_layer="features.26")(
+        model, torch.randn(2, 3, 64, 64), ClassTarget([0, 1])
+    )
+    assert maps.shape == (2, 64, 64)
+    assert torch.isfinite(maps).all()
 
 
 def test_default_layer_search_runs_once_per_model_and_size(monkeypatch):

@@ -30,10 +30,7 @@ def make(name: str, **options: object):
 
 
 def takes(name: str, option: str) -> bool:
-    return (
-        option
-        in inspect.signature(type(create_explainer(name, **OPTIONS.get(name, {})))).parameters
-    )
+    return option in inspect.signature(type(create_explainer(name, **OPTIONS.get(name, {})))).parameters
 
 
 def all_hooks(model: nn.Module) -> list:
@@ -64,9 +61,12 @@ TASKS = ["class", "similar", "dissimilar"]
 def test_output_contract(name, kind, images, models, pair_target):
     model, target = task(kind, models, pair_target)
     maps = make(name)(model, images, target)
-    assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32
+    assert maps.shape == (3, 32, 32)
+    assert maps.dtype == torch.float32
     assert maps.device == images.device
-    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    assert torch.isfinite(maps).all()
+    assert maps.min() >= 0
+    assert maps.max() <= 1
     peak = maps.flatten(1).amax(1)
     assert ((peak == 1) | (peak == 0)).all(), "min-max normalised, or all zeros (no evidence)"
 
@@ -99,7 +99,8 @@ def test_no_hooks_left_and_inputs_untouched(name, images, models):
     before = images.clone()
     make(name)(model, images, ClassTarget(LABELS))
     assert all_hooks(model) == []
-    assert torch.equal(images, before) and not images.requires_grad
+    assert torch.equal(images, before)
+    assert not images.requires_grad
 
 
 class Bomb(nn.Module):
@@ -118,9 +119,7 @@ def test_no_hooks_and_modes_restored_after_exception(name, images, models):
     model = models.classifier("mlp")
     bomb = Bomb()
     model.head = nn.Sequential(bomb, *model.head)
-    options = (
-        {"target_layer": last_feature_layer(model, images)} if takes(name, "target_layer") else {}
-    )
+    options = {"target_layer": last_feature_layer(model, images)} if takes(name, "target_layer") else {}
     model.train()
     bomb.armed = True
     with pytest.raises(RuntimeError, match="boom"):
@@ -150,9 +149,7 @@ def test_train_flags_and_buffers_restored(name, images, models):
     for key, value in model.state_dict().items():
         assert torch.equal(value, buffers[key]), f"{key} changed: BatchNorm ran in train mode"
     model.eval()
-    torch.testing.assert_close(
-        make(name)(model, images, ClassTarget(LABELS)), maps, atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(make(name)(model, images, ClassTarget(LABELS)), maps, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -157,7 +157,8 @@ def test_converted_convolutions_carry_the_folded_batchnorm(networks):
     modules (so the rules are exercised on the folded form, not on a copy of the source)."""
     _, _, converted = networks
     convs = [m for m in converted.modules() if isinstance(m, nn.Conv2d)]
-    assert convs and all(conv.bias is not None for conv in convs)
+    assert convs
+    assert all(conv.bias is not None for conv in convs)
     adds = [n for n in converted.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
     assert len(adds) == sum(LAYERS)
 

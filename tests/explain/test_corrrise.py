@@ -20,9 +20,11 @@ def test_paper_defaults():
 def test_masks_are_seeded_patches_that_fit():
     explainer = CorrRISE(n_masks=50, patch_size=6, n_patches=3, seed=4)
     masks = explainer.masks(20, 24)
-    assert masks.shape == (50, 20, 24) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert masks.shape == (50, 20, 24)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
     hidden = (1 - masks).sum(dim=(1, 2))
-    assert (hidden >= 36).all() and (hidden <= 3 * 36).all()  # 1 to 3 patches' worth (overlaps)
+    assert (hidden >= 36).all()
+    assert (hidden <= 3 * 36).all()
     assert (hidden < 3 * 36).any()  # overlapping patches do occur
     assert torch.equal(masks, CorrRISE(n_masks=50, patch_size=6, seed=4).masks(20, 24))
     assert not torch.equal(masks, CorrRISE(n_masks=50, patch_size=6, seed=5).masks(20, 24))
@@ -30,9 +32,7 @@ def test_masks_are_seeded_patches_that_fit():
     many = CorrRISE(n_masks=2000, patch_size=4, n_patches=1).masks(10, 10)
     assert (many.min(dim=0).values == 0).all()
     corners = [(0, 0), (0, 9), (9, 0), (9, 9)]
-    counts = torch.tensor(
-        [(many[:, i, j] == 0).sum().item() for i, j in corners], dtype=torch.float32
-    )
+    counts = torch.tensor([(many[:, i, j] == 0).sum().item() for i, j in corners], dtype=torch.float32)
     assert counts.min() > 10  # about 2000 / 49 each
 
 
@@ -40,7 +40,9 @@ def test_one_patch_is_a_square_of_the_given_side():
     masks = CorrRISE(n_masks=10, patch_size=5, n_patches=1).masks(12, 12)
     for mask in masks:
         rows, cols = torch.nonzero(mask == 0, as_tuple=True)
-        assert rows.max() - rows.min() == 4 and cols.max() - cols.min() == 4 and len(rows) == 25
+        assert rows.max() - rows.min() == 4
+        assert cols.max() - cols.min() == 4
+        assert len(rows) == 25
 
 
 def test_average_ranks_match_scipy():
@@ -81,9 +83,11 @@ def test_map_finds_the_evidence_and_the_sign_follows_the_class():
         inside = maps[0, 8:16, 4:12].mean()
         outside = torch.cat([maps[0, :, 14:].flatten(), maps[0, 18:, :].flatten()]).mean()
         if where == "inside":
-            assert inside > 0.5 and outside < 0.1  # hiding the box lowers the score
+            assert inside > 0.5
+            assert outside < 0.1
         else:
-            assert maps.max() <= 1 and inside < 0.2  # e+ of the negated score has no support there
+            assert maps.max() <= 1
+            assert inside < 0.2
 
 
 def test_dissimilar_is_the_negated_similar_correlation(images, embedder, pair_target):
@@ -98,9 +102,7 @@ def test_dissimilar_is_the_negated_similar_correlation(images, embedder, pair_ta
 def test_chunking_does_not_change_the_map(images, classifier):
     target = ClassTarget([0, 1, 2])
     maps = [
-        create_explainer("corrrise", n_masks=20, patch_size=8, batch_size=b)(
-            classifier, images, target
-        )
+        create_explainer("corrrise", n_masks=20, patch_size=8, batch_size=b)(classifier, images, target)
         for b in (3, 1000)
     ]
     torch.testing.assert_close(maps[0], maps[1], atol=1e-6, rtol=0)
@@ -119,9 +121,8 @@ def test_fill_value_is_used_per_channel():
     (masked,) = seen  # one scoring pass: the four masked copies of the image
     hidden = explainer.masks(8, 8) == 0
     for channel, value in enumerate((-1.0, 2.0, 0.5)):
-        assert (masked[:, channel][hidden] == value).all() and (
-            masked[:, channel][~hidden] == 0
-        ).all()
+        assert (masked[:, channel][hidden] == value).all()
+        assert (masked[:, channel][~hidden] == 0).all()
 
 
 @pytest.mark.parametrize(

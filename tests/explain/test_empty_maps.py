@@ -44,9 +44,11 @@ def test_no_positive_evidence_warns_naming_method_and_samples(method, batch):
         maps = create_explainer(method, target_layer="1")(net, batch, ClassTarget([1, 0, 1]))
     assert len(record) == 1  # one warning per call, however many samples
     message = str(record[0].message)
-    assert message.startswith(f"{method}: 1 of 3 maps") and "samples [1]" in message
+    assert message.startswith(f"{method}: 1 of 3 maps")
+    assert "samples [1]" in message
     assert torch.count_nonzero(maps[1]) == 0  # the blank that the warning explains
-    assert maps[0].max() == 1 and maps[2].max() == 1
+    assert maps[0].max() == 1
+    assert maps[2].max() == 1
 
 
 @pytest.mark.parametrize("method", ["gradcam", "liftcam"])

@@ -36,18 +36,30 @@ def randn(*shape: int, seed: int) -> torch.Tensor:
 
 
 def tiny_classifier(classes: int = 5) -> nn.Module:
-    return seeded(0, lambda: nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
-    ).eval())
+    return seeded(
+        0,
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, classes),
+        ).eval(),
+    )
 
 
 def tiny_embedder(size: int = 32) -> nn.Module:
-    return seeded(1, lambda: nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.PReLU(8),
-        nn.Flatten(), nn.Linear(8 * (size // 2) ** 2, 16),
-    ).eval())
+    return seeded(
+        1,
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.PReLU(8),
+            nn.Flatten(),
+            nn.Linear(8 * (size // 2) ** 2, 16),
+        ).eval(),
+    )
 
 
 class Linear(nn.Module):
@@ -122,8 +134,10 @@ def test_shape_range_and_iterations_used():
     model, images = tiny_classifier(), randn(3, 3, 32, 32, seed=1)
     explainer = create_explainer("fame", iterations=3)
     maps = explainer(model, images, ClassTarget([0, 1, 4]))
-    assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32
-    assert maps.min() >= 0 and torch.allclose(maps.flatten(1).amax(1), torch.ones(3))
+    assert maps.shape == (3, 32, 32)
+    assert maps.dtype == torch.float32
+    assert maps.min() >= 0
+    assert torch.allclose(maps.flatten(1).amax(1), torch.ones(3))
     assert maps.flatten(1).amin(1).eq(0).all()
     assert explainer.last_iterations.tolist() == [3, 3, 3]
 
@@ -160,7 +174,9 @@ def test_zero_gradient_sample_stays_put_and_gives_zero_map():
     assert torch.equal(adversarial[0], images[0])
     assert abs(float((adversarial[1] - images[1]).abs().max()) - 2 * STEP) < 1e-6
     maps = create_explainer("fame", iterations=2)(HalfDead(), images, ClassTarget([0, 0]))
-    assert torch.isfinite(maps).all() and maps[0].eq(0).all() and maps[1].max() == 1
+    assert torch.isfinite(maps).all()
+    assert maps[0].eq(0).all()
+    assert maps[1].max() == 1
 
 
 def test_epsilon_none_equals_independent_loop():
@@ -227,7 +243,8 @@ def test_epsilon_above_every_loss_gives_zero_maps():
     model, images = tiny_classifier(), randn(2, 3, 16, 16, seed=9)
     explainer = create_explainer("fame", iterations=5, epsilon=1e6)
     maps = explainer(model, images, ClassTarget([0, 1]))
-    assert explainer.last_iterations.tolist() == [0, 0] and maps.eq(0).all()
+    assert explainer.last_iterations.tolist() == [0, 0]
+    assert maps.eq(0).all()
 
 
 # ---------------------------------------------------------------- verification
@@ -248,7 +265,8 @@ def test_similar_and_dissimilar_targets_differ():
     x_dis, _ = fame_perturb(model, probe, dissimilar, 20, STEP)
     with torch.no_grad():
         s0, s_sim, s_dis = (F.cosine_similarity(model(x), reference) for x in (probe, x_sim, x_dis))
-    assert (s_sim < s0 - 0.01).all() and (s_dis > s0 + 0.01).all()
+    assert (s_sim < s0 - 0.01).all()
+    assert (s_dis > s0 + 0.01).all()
     explainer = create_explainer("fame", iterations=20)
     e_plus, e_minus = explainer(model, probe, similar), explainer(model, probe, dissimilar)
     assert (e_plus - e_minus).abs().flatten(1).amax(1).min() > 0.05
@@ -261,7 +279,8 @@ def test_hygiene_under_inference_mode():
     model.train()
     with torch.inference_mode():
         maps = explainer(model, images.clone(), ClassTarget([0, 1]))
-    assert model.training and all(p.grad is None for p in model.parameters())
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
     torch.testing.assert_close(maps, expected)
 
 
@@ -320,7 +339,8 @@ def test_auto_blur_scales_sigma_and_kernel_with_the_shorter_side():
 def test_matching_kernel_is_odd_and_at_least_one():
     for sigma in (0.01, 0.2, 1.0, 3.3, 4.4, 7.7, 20.0):
         kernel = matching_kernel(sigma)
-        assert kernel >= 1 and kernel % 2 == 1
+        assert kernel >= 1
+        assert kernel % 2 == 1
     assert matching_kernel(0.01) == 1  # tiny sigma: no blur rather than an even or empty kernel
     assert matching_kernel(7.7) == 49
 
@@ -353,11 +373,19 @@ def reference_classifier(seed: int) -> nn.Module:
 
 
 def reference_embedder(seed: int, size: int = 64) -> nn.Module:
-    return seeded(seed, lambda: nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.PReLU(16),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.PReLU(32),
-        nn.Flatten(), nn.Linear(32 * (size // 4) ** 2, 64),
-    ).eval())
+    return seeded(
+        seed,
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.PReLU(16),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.BatchNorm2d(32),
+            nn.PReLU(32),
+            nn.Flatten(),
+            nn.Linear(32 * (size // 4) ** 2, 64),
+        ).eval(),
+    )
 
 
 def reference_inputs(seed: int, count: int) -> list[torch.Tensor]:

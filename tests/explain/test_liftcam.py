@@ -39,9 +39,7 @@ def test_linear_head_closed_form(arch, classifier, resnet18):
     torch.testing.assert_close(result.weights, expected, atol=1e-6, rtol=1e-5)
     with torch.no_grad():
         logits = model(images)[torch.arange(2), labels]
-    torch.testing.assert_close(
-        result.delta, logits - fc.bias[labels].detach(), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(result.delta, logits - fc.bias[labels].detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(result.weights.sum(1), result.delta, atol=1e-5, rtol=1e-5)
 
 
@@ -54,16 +52,12 @@ def test_summation_to_delta_nonlinear_head(kind, images, models, embedder, pair_
         model, target = embedder, pair_target(kind)
     result = contributions(model, images, target)
     # independent s(0): the same model with the CAM layer's output zeroed
-    handle = model.features.register_forward_hook(
-        lambda module, args, output: torch.zeros_like(output)
-    )
+    handle = model.features.register_forward_hook(lambda module, args, output: torch.zeros_like(output))
     with torch.no_grad():
         zero_score = target(model(images))
     handle.remove()
     with torch.no_grad():
-        torch.testing.assert_close(
-            result.delta, target(model(images)) - zero_score, atol=1e-6, rtol=1e-5
-        )
+        torch.testing.assert_close(result.delta, target(model(images)) - zero_score, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(result.weights.sum(1), result.delta, atol=1e-6, rtol=1e-5)
     assert result.delta.abs().min() > 1e-3  # not a vacuous check
 
@@ -85,9 +79,7 @@ def test_rescale_rule_by_hand(images, mlp_classifier):
     gradient_weights = (
         (
             pooled
-            * torch.autograd.functional.jacobian(
-                lambda p: model.head[2:](p)[torch.arange(3), labels].sum(), pooled
-            )
+            * torch.autograd.functional.jacobian(lambda p: model.head[2:](p)[torch.arange(3), labels].sum(), pooled)
         )
         .view(3, 16, 4)
         .sum(2)
@@ -121,7 +113,8 @@ def test_max_rule_by_hand():
     labels = torch.tensor([0, 2])
     result = contributions(model, images, ClassTarget(labels), layer="conv")
     a = result.activations
-    assert (a < 0).any() and (a > 0).any()
+    assert (a < 0).any()
+    assert (a > 0).any()
     g = model.fc.weight[labels].detach().view(2, 4, 4, 4)
     expected = torch.zeros(2, 4)
     for n in range(2):
@@ -140,7 +133,8 @@ def test_max_rule_by_hand():
     negative = windows.flatten(-2).amax(-1) < 0
     contribution = (leaf * grad).detach().unfold(2, 2, 2).unfold(3, 2, 2).flatten(-2)
     assert negative.any()
-    assert (contribution[negative][:, 1:] == 0).all() and (contribution[negative][:, 0] != 0).all()
+    assert (contribution[negative][:, 1:] == 0).all()
+    assert (contribution[negative][:, 0] != 0).all()
 
 
 def test_cosine_multipliers_are_exact_and_tend_to_the_gradient():
@@ -194,14 +188,10 @@ class FunctionalHead(nn.Module):
 
 def test_functional_nonlinearity_in_head_warns(images):
     with pytest.warns(RuntimeWarning, match="summation-to-delta"):
-        create_explainer("liftcam", target_layer="conv")(
-            FunctionalHead().eval(), images, ClassTarget([0, 1, 2])
-        )
+        create_explainer("liftcam", target_layer="conv")(FunctionalHead().eval(), images, ClassTarget([0, 1, 2]))
 
 
-def test_no_warning_when_every_nonlinearity_is_a_module(
-    images, mlp_classifier, embedder, pair_target
-):
+def test_no_warning_when_every_nonlinearity_is_a_module(images, mlp_classifier, embedder, pair_target):
     with warnings.catch_warnings():
         # the summation-to-delta check; an EmptyMapWarning (sample 0 of the seeded classifier
         # has no positive evidence for class 0) is a different matter
@@ -221,9 +211,7 @@ def test_layer_inside_a_residual_block_holds_the_skip_fixed(resnet18):
         zero_score = target(resnet18(images))
     handle.remove()
     with torch.no_grad():
-        torch.testing.assert_close(
-            result.delta, target(resnet18(images)) - zero_score, atol=1e-5, rtol=1e-5
-        )
+        torch.testing.assert_close(result.delta, target(resnet18(images)) - zero_score, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(result.weights.sum(1), result.delta, atol=1e-5, rtol=1e-4)
     explainer = create_explainer("liftcam", target_layer="layer4.1.bn2")
     both = explainer(resnet18, images, target)
@@ -244,9 +232,7 @@ def test_efficient_and_duplicated_paths_agree(mlp_classifier, images):
 def test_layer_called_twice_is_refused(resnet18):
     images = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="more than once"):
-        create_explainer("liftcam", target_layer="layer4.1.relu")(
-            resnet18, images, ClassTarget([0])
-        )
+        create_explainer("liftcam", target_layer="layer4.1.relu")(resnet18, images, ClassTarget([0]))
 
 
 # ---- agreement with the paper's code ------------------------------------------------------------

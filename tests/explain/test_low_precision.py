@@ -74,7 +74,8 @@ def test_maps_of_a_low_precision_model_match_the_float32_model(model, faces, met
     for mode in ("similar", "dissimilar"):
         expected = pair_maps(explainer, model, faces, mode)
         got = pair_maps(explainer, low, faces, mode)
-        assert got.dtype == torch.float32 and got.shape == expected.shape
+        assert got.dtype == torch.float32
+        assert got.shape == expected.shape
         assert pearson(got, expected).min() > MIN_PEARSON, (method, mode)
     assert all(p.dtype == dtype for p in low.parameters())  # the model is left as it was
 

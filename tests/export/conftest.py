@@ -62,7 +62,7 @@ def faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     identities = sample_identities(3, torch.Generator().manual_seed(5))
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     images, _ = generate_faces(labels, identities, 112, seed=6)
-    for k, (image, label) in enumerate(zip(images, labels.tolist())):
+    for k, (image, label) in enumerate(zip(images, labels.tolist(), strict=False)):
         folder = root / f"id{label}"
         folder.mkdir(exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"id{label}_{k % 2 + 1:04d}.jpg", quality=95)

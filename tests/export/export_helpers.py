@@ -116,7 +116,7 @@ def write_png_pairs(root: Path, side: int, seed: int, pairs: str) -> Path:
     return root
 
 
-def audit_in_fresh_process(args: list[str]) -> "subprocess.CompletedProcess[str]":
+def audit_in_fresh_process(args: list[str]) -> subprocess.CompletedProcess[str]:
     """Run ``audit_main(args)`` in a new interpreter that fails if anything imported torch.
 
     The audit promises to need only onnxruntime and numpy; a fresh process is the only place
@@ -136,8 +136,14 @@ def audit_in_fresh_process(args: list[str]) -> "subprocess.CompletedProcess[str]
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})  # fmt: skip
 
 
-def tiny_face_onnx(path: Path, side: int = 16, explained: bool = False, props: dict[str, str] | None = None,
-                   drop: tuple[str, ...] = (), nan_rows: bool = False) -> Path:
+def tiny_face_onnx(
+    path: Path,
+    side: int = 16,
+    explained: bool = False,
+    props: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    nan_rows: bool = False,
+) -> Path:
     """A hand-built facexai "export" (no torch export: milliseconds), for hostile-metadata tests.
 
     Embedding (N, 3) = the mean colour of each image; explained graphs also take ``target`` (N, 3)
@@ -152,24 +158,40 @@ def tiny_face_onnx(path: Path, side: int = 16, explained: bool = False, props: d
 
     images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, side, side])
     first = "output" if explained else "embedding"
-    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat" if nan_rows else first])]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat" if nan_rows else first]),
+    ]
     initializers = [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])]
     if nan_rows:  # mean + log(mean + 0.9) - log(mean + 0.9): NaN where a channel mean < -0.9
         initializers.append(helper.make_tensor("shift", TensorProto.FLOAT, [], [0.9]))
-        nodes += [helper.make_node("Add", ["flat", "shift"], ["shifted"]), helper.make_node("Log", ["shifted"], ["log"]),
-                  helper.make_node("Sub", ["log", "log"], ["zero"]), helper.make_node("Add", ["flat", "zero"], [first])]
+        nodes += [
+            helper.make_node("Add", ["flat", "shift"], ["shifted"]),
+            helper.make_node("Log", ["shifted"], ["log"]),
+            helper.make_node("Sub", ["log", "log"], ["zero"]),
+            helper.make_node("Add", ["flat", "zero"], [first]),
+        ]
     inputs, outputs = [images], [helper.make_tensor_value_info(first, TensorProto.FLOAT, ["N", 3])]
     meta = ExportMetadata(task="verification", input_size=side, embedding_size=3)
     if explained:
         inputs.append(helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", 3]))
-        nodes += [helper.make_node("ReduceMean", ["images"], ["map"], axes=[1], keepdims=0),
-                  helper.make_node("Mul", ["output", "target"], ["product"]),
-                  helper.make_node("ReduceSum", ["product", "axis1"], ["similarity"], keepdims=0)]
-        outputs += [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", side, side]),
-                    helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["N"])]
-        meta = ExportMetadata(task="verification", input_size=side, embedding_size=3, explainer="gradcam",
-                              input_names=("images", "target"), output_names=("output", "map", "similarity"))
+        nodes += [
+            helper.make_node("ReduceMean", ["images"], ["map"], axes=[1], keepdims=0),
+            helper.make_node("Mul", ["output", "target"], ["product"]),
+            helper.make_node("ReduceSum", ["product", "axis1"], ["similarity"], keepdims=0),
+        ]
+        outputs += [
+            helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", side, side]),
+            helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["N"]),
+        ]
+        meta = ExportMetadata(
+            task="verification",
+            input_size=side,
+            embedding_size=3,
+            explainer="gradcam",
+            input_names=("images", "target"),
+            output_names=("output", "map", "similarity"),
+        )
     graph = helper.make_graph(nodes, "tiny_face", inputs, outputs, initializers)
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
     values = {**meta.to_props(), **(props or {})}

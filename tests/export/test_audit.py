@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from export_helpers import audit_in_fresh_process
 
 from facexai.export import audit_metrics as am
@@ -29,26 +28,37 @@ def test_audit_explained_model(gradcam_verification_export, pairs_file: Path, fa
     report = run_audit(gradcam_verification_export.path, pairs_file, faces_root, out, FAST)
     saved = json.loads((out / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    assert saved["model"]["explainer"] == "gradcam" and saved["model"]["task"] == "verification"
-    assert len(saved["pairs"]) == 4 and [p["issame"] for p in saved["pairs"]] == [True, True, False, False]
+    assert saved["model"]["explainer"] == "gradcam"
+    assert saved["model"]["task"] == "verification"
+    assert len(saved["pairs"]) == 4
+    assert [p["issame"] for p in saved["pairs"]] == [True, True, False, False]
     metrics = saved["metrics"]
-    assert metrics["n_pairs"] == 4 and metrics["n_genuine"] == 2
-    assert 0 <= metrics["roc_auc"] <= 1 and 0 <= metrics["eer"] <= 1 and 0.5 <= metrics["accuracy"] <= 1
+    assert metrics["n_pairs"] == 4
+    assert metrics["n_genuine"] == 2
+    assert 0 <= metrics["roc_auc"] <= 1
+    assert 0 <= metrics["eer"] <= 1
+    assert 0.5 <= metrics["accuracy"] <= 1
     curves = saved["curves"]
-    assert curves["steps"] == 4 and curves["n_images"] == 8 and len(curves["deletion_mean"]) == 5
+    assert curves["steps"] == 4
+    assert curves["n_images"] == 8
+    assert len(curves["deletion_mean"]) == 5
     first = saved["pairs"][0]
-    assert len(first["deletion_auc"]) == 2 and all(-1.0001 <= a <= 1.0001 for a in first["insertion_auc"])  # cosine
+    assert len(first["deletion_auc"]) == 2
+    assert all(-1.0001 <= a <= 1.0001 for a in first["insertion_auc"])
     page = (out / "index.html").read_text()
     for pair in saved["pairs"]:
-        assert pair["image_a"] in page and (out / pair["image_a"]).is_file()
-    assert "ROC AUC" in page and "<svg" in page
+        assert pair["image_a"] in page
+        assert (out / pair["image_a"]).is_file()
+    assert "ROC AUC" in page
+    assert "<svg" in page
     ET.fromstring((out / "curves.svg").read_text())  # well-formed SVG
 
 
 def test_audit_similarities_match_pytorch(
     gradcam_verification_export, verification_module, pairs_file, faces_root, tmp_path
 ) -> None:
-    from facexai.data.folders import load_image, read_pairs as torch_read_pairs
+    from facexai.data.folders import load_image
+    from facexai.data.folders import read_pairs as torch_read_pairs
     from facexai.data.transforms import normalise
 
     options = AuditOptions(curve_pairs=0, progress=False)
@@ -64,12 +74,14 @@ def test_audit_similarities_match_pytorch(
 def test_audit_plain_model_gets_black_box_maps(plain_verification_onnx, pairs_file, faces_root, tmp_path) -> None:
     options = AuditOptions(steps=4, progress=False, corrrise=CorrRiseOptions(n_masks=8), map_pairs=1, curve_pairs=4)
     report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "maps", options)
-    assert report["model"]["explainer"] == "corrrise" and report["model"]["facexai_export"] is True
+    assert report["model"]["explainer"] == "corrrise"
+    assert report["model"]["facexai_export"] is True
     assert [p["has_maps"] for p in report["pairs"]] == [True, False, False, False]
     assert report["curves"]["n_images"] == 2  # only pairs with maps get curves
     no_maps = replace(options, corrrise=None)
     report = run_audit(plain_verification_onnx, pairs_file, faces_root, tmp_path / "none", no_maps)
-    assert report["curves"] is None and report["model"]["maps"] is None
+    assert report["curves"] is None
+    assert report["model"]["maps"] is None
     assert "no maps were drawn" in (tmp_path / "none" / "index.html").read_text()
 
 
@@ -81,9 +93,11 @@ def test_audit_command_imports_no_torch(gradcam_verification_export, pairs_file,
         "--images-root", str(faces_root), "--out", str(out), "--curve-pairs", "2",
     ])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "ROC AUC" in proc.stdout and (out / "index.html").is_file()
+    assert "ROC AUC" in proc.stdout
+    assert (out / "index.html").is_file()
     report = json.loads((out / "report.json").read_text())
-    assert report["curves"]["steps"] == 20 and report["curves"]["n_images"] == 4  # 2 pairs, both sides
+    assert report["curves"]["steps"] == 20
+    assert report["curves"]["n_images"] == 4
 
 
 def test_numpy_metrics_match_torch_metrics() -> None:
@@ -97,7 +111,8 @@ def test_numpy_metrics_match_torch_metrics() -> None:
         issame[:2] = [True, False]
         eer, threshold = am.equal_error_rate(scores, issame)
         t_eer, t_threshold = equal_error_rate(torch.tensor(scores), torch.tensor(issame))
-        assert eer == pytest.approx(float(t_eer), abs=1e-9) and threshold == pytest.approx(float(t_threshold), abs=1e-9)
+        assert eer == pytest.approx(float(t_eer), abs=1e-9)
+        assert threshold == pytest.approx(float(t_threshold), abs=1e-9)
         accuracy, cut = am.best_accuracy(scores, issame)
         assert cut == pytest.approx(float(_best_threshold(torch.tensor(scores), torch.tensor(issame).long())))
         assert accuracy == pytest.approx(((scores >= cut) == issame).mean())
@@ -116,8 +131,14 @@ def test_numpy_curves_match_torch_curves() -> None:
     score_np = lambda x, index: x.reshape(len(x), -1) @ weights  # noqa: E731
     deletion, insertion = am.perturbation_curves(score_np, images, maps, steps=5)
     for mode, got in (("deletion", deletion), ("insertion", insertion)):
-        expected = perturbation_curves(lambda x: x.flatten(1) @ torch.from_numpy(weights), torch.from_numpy(images),
-                                       torch.from_numpy(maps), steps=5, baseline="zero", mode=mode)
+        expected = perturbation_curves(
+            lambda x: x.flatten(1) @ torch.from_numpy(weights),
+            torch.from_numpy(images),
+            torch.from_numpy(maps),
+            steps=5,
+            baseline="zero",
+            mode=mode,
+        )
         np.testing.assert_allclose(got, expected.double().numpy(), atol=1e-4)
     assert am.curve_auc(np.array([[1.0, 1.0, 1.0]]))[0] == pytest.approx(1.0)
 
@@ -130,8 +151,10 @@ def test_pairs_parser_reads_every_line_form(faces_root: Path, tmp_path: Path) ->
     )
     path = tmp_path / "pairs.txt"
     path.write_text(text)
-    got = [(p.path_a.relative_to(faces_root).as_posix(), p.path_b.relative_to(faces_root).as_posix(), p.issame)
-           for p in read_pairs(path, faces_root)]
+    got = [
+        (p.path_a.relative_to(faces_root).as_posix(), p.path_b.relative_to(faces_root).as_posix(), p.issame)
+        for p in read_pairs(path, faces_root)
+    ]
     assert got == [
         ("id0/id0_0001.jpg", "id0/id0_0002.jpg", True),
         ("id0/id0_0001.jpg", "id1/id1_0002.jpg", False),
@@ -142,24 +165,32 @@ def test_pairs_parser_reads_every_line_form(faces_root: Path, tmp_path: Path) ->
 
 def test_audit_errors(gradcam_verification_export, pairs_file, faces_root, tmp_path: Path, capsys) -> None:
     onnx_path = str(gradcam_verification_export.path)
-    args = ["--onnx", onnx_path, "--pairs", str(pairs_file), "--images-root", str(faces_root),
-            "--out", str(tmp_path / "r")]
+    args = [
+        "--onnx",
+        onnx_path,
+        "--pairs",
+        str(pairs_file),
+        "--images-root",
+        str(faces_root),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     # missing images
     missing = tmp_path / "missing.txt"
     missing.write_text("nobody 1 2\n")
-    assert audit_main(args[:2] + ["--pairs", str(missing)] + args[4:]) == 2
+    assert audit_main([*args[:2], "--pairs", str(missing), *args[4:]]) == 2
     assert "missing images" in capsys.readouterr().err
     # malformed line
     bad = tmp_path / "bad.txt"
     bad.write_text("id0 1 2\nonly_two tokens\n")
-    assert audit_main(args[:2] + ["--pairs", str(bad)] + args[4:]) == 2
+    assert audit_main([*args[:2], "--pairs", str(bad), *args[4:]]) == 2
     assert "bad.txt:2" in capsys.readouterr().err
     # missing ONNX file
-    assert audit_main(["--onnx", str(tmp_path / "none.onnx")] + args[2:]) == 2
+    assert audit_main(["--onnx", str(tmp_path / "none.onnx"), *args[2:]]) == 2
     assert "ONNX file not found" in capsys.readouterr().err
     # an output folder inside the images (or equal to an input) is refused before anything is written
     for out in (faces_root / "report", Path(onnx_path)):
-        assert audit_main(args[:6] + ["--out", str(out)]) == 2
+        assert audit_main([*args[:6], "--out", str(out)]) == 2
         assert "would overwrite the input" in capsys.readouterr().err
     assert not (faces_root / "report").exists()
 
@@ -177,9 +208,17 @@ def test_audit_refuses_partial_metadata_and_classifier_models(pairs_file, faces_
     with pytest.raises(ValueError, match="not a facexai export.*facexai.task"):
         run_audit(foreign, pairs_file, faces_root, tmp_path / "r", FAST)
     model = onnx.load(str(foreign))
-    props = {"format_version": "1", "version": "0", "task": "classification", "input_size": "112",
-             "input_format": "normalised", "input_mean": "127.5", "input_std": "127.5",
-             "input_names": '["x"]', "output_names": '["y"]'}
+    props = {
+        "format_version": "1",
+        "version": "0",
+        "task": "classification",
+        "input_size": "112",
+        "input_format": "normalised",
+        "input_mean": "127.5",
+        "input_std": "127.5",
+        "input_names": '["x"]',
+        "output_names": '["y"]',
+    }
     onnx.helper.set_model_props(model, {f"facexai.{k}": v for k, v in props.items()})
     onnx.save(model, str(foreign))
     with pytest.raises(ValueError, match="classification model; the audit evaluates face verification"):
@@ -195,9 +234,20 @@ def test_report_renders_in_headless_chromium(
 ) -> None:
     run_audit(gradcam_verification_export.path, pairs_file, faces_root, tmp_path / "r", FAST)
     shot = tmp_path / "shot.png"
-    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1200,1600", (tmp_path / "r" / "index.html").as_uri()], check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [
+            "/usr/bin/chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (tmp_path / "r" / "index.html").as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB"))

@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from PIL import Image
-
 from export_helpers import audit_in_fresh_process, write_png_pairs
+from PIL import Image
 
 from facexai.export.audit import AuditOptions, InputOverrides, run_audit
 from facexai.export.cli import audit_main
@@ -65,18 +64,35 @@ def test_cli_audits_a_torch2onnx_file_end_to_end(
 ) -> None:
     assert not onnx.load(str(arcface_onnx)).metadata_props  # no facexai metadata at all
     out = tmp_path / "report"
-    args = ["--onnx", str(arcface_onnx), "--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces),
-            "--out", str(out), *FAST_MAPS]
+    args = [
+        "--onnx",
+        str(arcface_onnx),
+        "--pairs",
+        str(png_faces / "pairs.txt"),
+        "--images-root",
+        str(png_faces),
+        "--out",
+        str(out),
+        *FAST_MAPS,
+    ]
     assert audit_main(args) == 0
     stdout = capsys.readouterr().out
-    assert "ROC AUC" in stdout and "insightface convention" in stdout and "corrrise" in stdout
+    assert "ROC AUC" in stdout
+    assert "insightface convention" in stdout
+    assert "corrrise" in stdout
     report = json.loads((out / "report.json").read_text())
     model = report["model"]
-    assert model["facexai_export"] is False and model["input_size"] == SIDE and model["input_name"] == "data"
-    assert model["embedding_size"] == 128 and model["input_mean"] == [127.5] * 3 and model["channel_order"] == "RGB"
-    assert model["explainer"] == "corrrise" and model["explainer_options"]["patch_size"] == 30
+    assert model["facexai_export"] is False
+    assert model["input_size"] == SIDE
+    assert model["input_name"] == "data"
+    assert model["embedding_size"] == 128
+    assert model["input_mean"] == [127.5] * 3
+    assert model["channel_order"] == "RGB"
+    assert model["explainer"] == "corrrise"
+    assert model["explainer_options"]["patch_size"] == 30
     metrics = report["metrics"]
-    assert metrics["n_pairs"] == 4 and all(isinstance(metrics[k], float) for k in ("roc_auc", "eer", "accuracy"))
+    assert metrics["n_pairs"] == 4
+    assert all(isinstance(metrics[k], float) for k in ("roc_auc", "eer", "accuracy"))
     expected = _torch_similarities(arcface, png_faces, 127.5, 127.5, bgr=False)
     np.testing.assert_allclose([p["similarity"] for p in report["pairs"]], expected, atol=1e-4)
     assert [p["has_maps"] for p in report["pairs"]] == [True, True, False, False]  # --map-pairs 2
@@ -86,13 +102,17 @@ def test_cli_audits_a_torch2onnx_file_end_to_end(
         assert picture.shape == (SIDE, SIDE, 3)
         assert (np.abs(picture.astype(int) - plain).max() > 20) == pair["has_maps"]  # overlay vs thumbnail
     curves = report["curves"]
-    assert curves["n_images"] == 4 and len(curves["deletion_mean"]) == 5
+    assert curves["n_images"] == 4
+    assert len(curves["deletion_mean"]) == 5
     # step 0 of deletion is the clean image: its score is the similarity to the partner
     first = report["pairs"][0]
-    assert curves["deletion_mean"][0] == pytest.approx(first["similarity"] / 2 + report["pairs"][1]["similarity"] / 2,
-                                                     abs=1e-4)
+    assert curves["deletion_mean"][0] == pytest.approx(
+        first["similarity"] / 2 + report["pairs"][1]["similarity"] / 2, abs=1e-4
+    )
     page = (out / "index.html").read_text()
-    assert "third-party model" in page and "corrrise (black box, onnxruntime)" in page and "<svg" in page
+    assert "third-party model" in page
+    assert "corrrise (black box, onnxruntime)" in page
+    assert "<svg" in page
 
 
 def test_flags_override_the_convention(arcface, arcface_onnx, png_faces: Path, tmp_path: Path) -> None:
@@ -103,14 +123,16 @@ def test_flags_override_the_convention(arcface, arcface_onnx, png_faces: Path, t
     np.testing.assert_allclose([p["similarity"] for p in report["pairs"]], expected, atol=1e-4)
     default = _torch_similarities(arcface, png_faces, 127.5, 127.5, bgr=False)
     assert np.abs(np.array(expected) - default).max() > 1e-3  # the flags really change the input
-    assert report["model"]["channel_order"] == "BGR" and report["curves"] is None
+    assert report["model"]["channel_order"] == "BGR"
+    assert report["curves"] is None
 
 
 def test_fixed_batch_graph_runs_one_image_at_a_time(arcface, png_faces: Path, tmp_path: Path) -> None:
     path = tmp_path / "batch1.onnx"
     with torch.no_grad():
-        torch.onnx.export(arcface, torch.zeros(1, 3, SIDE, SIDE), str(path), input_names=["data"], opset_version=11,
-                          dynamo=False)
+        torch.onnx.export(
+            arcface, torch.zeros(1, 3, SIDE, SIDE), str(path), input_names=["data"], opset_version=11, dynamo=False
+        )
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     report = run_audit(path, png_faces / "pairs.txt", png_faces, tmp_path / "r", NO_MAPS)
     expected = _torch_similarities(arcface, png_faces, 127.5, 127.5, bgr=False)
@@ -132,25 +154,59 @@ def _bad_models(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """Graphs the audit must refuse, each with the phrase its one-line error must contain."""
     reshape = onnx.numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")
     return {
-        "rank3": (_graph(tmp_path / "rank3.onnx", [onnx.helper.make_node("Identity", ["x"], ["y"])],
-                         [_value("x", ["N", 112, 112])], [_value("y", ["N", 112, 112])]), "(N, 3, S, S)"),
-        "channels": (_graph(tmp_path / "gray.onnx", [onnx.helper.make_node("Flatten", ["x"], ["y"])],
-                            [_value("x", ["N", 1, 112, 112])], [_value("y", ["N", 12544])]), "(N, 3, S, S)"),
-        "output_rank": (_graph(tmp_path / "rank4out.onnx", [onnx.helper.make_node("Identity", ["x"], ["y"])],
-                               [_value("x", [1, 3, 112, 112])], [_value("y", [1, 3, 112, 112])]), "returns (N, D)"),
-        "two_outputs": (_graph(tmp_path / "two.onnx", [onnx.helper.make_node("Flatten", ["x"], ["y"]),
-                                                        onnx.helper.make_node("Identity", ["y"], ["z"])],
-                               [_value("x", ["N", 3, 16, 16])], [_value("y", ["N", 768]), _value("z", ["N", 768])]),
-                        "2 output(s)"),
+        "rank3": (
+            _graph(
+                tmp_path / "rank3.onnx",
+                [onnx.helper.make_node("Identity", ["x"], ["y"])],
+                [_value("x", ["N", 112, 112])],
+                [_value("y", ["N", 112, 112])],
+            ),
+            "(N, 3, S, S)",
+        ),
+        "channels": (
+            _graph(
+                tmp_path / "gray.onnx",
+                [onnx.helper.make_node("Flatten", ["x"], ["y"])],
+                [_value("x", ["N", 1, 112, 112])],
+                [_value("y", ["N", 12544])],
+            ),
+            "(N, 3, S, S)",
+        ),
+        "output_rank": (
+            _graph(
+                tmp_path / "rank4out.onnx",
+                [onnx.helper.make_node("Identity", ["x"], ["y"])],
+                [_value("x", [1, 3, 112, 112])],
+                [_value("y", [1, 3, 112, 112])],
+            ),
+            "returns (N, D)",
+        ),
+        "two_outputs": (
+            _graph(
+                tmp_path / "two.onnx",
+                [onnx.helper.make_node("Flatten", ["x"], ["y"]), onnx.helper.make_node("Identity", ["y"], ["z"])],
+                [_value("x", ["N", 3, 16, 16])],
+                [_value("y", ["N", 768]), _value("z", ["N", 768])],
+            ),
+            "2 output(s)",
+        ),
         # 2 * 3 * 16 * 16 values cannot be reshaped to (-1, 5): loads, fails when run
-        "run_error": (_graph(tmp_path / "fails.onnx", [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                             [_value("x", ["N", 3, 16, 16])], [_value("y", ["M", 5])], [reshape]),
-                      "onnxruntime could not run"),
+        "run_error": (
+            _graph(
+                tmp_path / "fails.onnx",
+                [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                [_value("x", ["N", 3, 16, 16])],
+                [_value("y", ["M", 5])],
+                [reshape],
+            ),
+            "onnxruntime could not run",
+        ),
     }
 
 
-def test_harmful_models_and_flags_are_refused_in_one_line(arcface_onnx, png_faces: Path, tmp_path: Path,
-                                                        capsys) -> None:
+def test_harmful_models_and_flags_are_refused_in_one_line(
+    arcface_onnx, png_faces: Path, tmp_path: Path, capsys
+) -> None:
     base = ["--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces), "--no-maps"]
     cases = [(path, [], phrase) for path, phrase in _bad_models(tmp_path).values()]
     cases += [
@@ -167,7 +223,8 @@ def test_harmful_models_and_flags_are_refused_in_one_line(arcface_onnx, png_face
         assert audit_main(["--onnx", str(path), "--out", str(out), *base, *flags]) == 2, (path, flags)
         err = capsys.readouterr().err
         assert phrase in err and len(err.strip().splitlines()) == 1, (phrase, err)
-        assert "Traceback" not in err and not out.exists()  # nothing written
+        assert "Traceback" not in err
+        assert not out.exists()
 
 
 def test_dynamic_side_defaults_to_112_and_follows_the_flag(png_faces: Path, tmp_path: Path) -> None:
@@ -175,21 +232,40 @@ def test_dynamic_side_defaults_to_112_and_follows_the_flag(png_faces: Path, tmp_
     nodes = [onnx.helper.make_node("GlobalAveragePool", ["x"], ["p"]), onnx.helper.make_node("Flatten", ["p"], ["y"])]
     path = _graph(tmp_path / "pool.onnx", nodes, [_value("x", ["N", 3, "H", "W"])], [_value("y", ["N", 3])])
     report = run_audit(path, png_faces / "pairs.txt", png_faces, tmp_path / "a", NO_MAPS)
-    assert report["model"]["input_size"] == 112 and "dynamic" in report["model"]["input_source"]
+    assert report["model"]["input_size"] == 112
+    assert "dynamic" in report["model"]["input_source"]
     # the embedding is the normalised mean colour: check one similarity in closed form
     pair = report["pairs"][0]
     a, b = ((load_image(pair[f"path_{s}"], 112).reshape(-1, 3).mean(0) - 127.5) / 127.5 for s in "ab")
     assert pair["similarity"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-5)
     report = run_audit(path, png_faces / "pairs.txt", png_faces, tmp_path / "b", NO_MAPS, InputOverrides(input_size=48))
-    assert report["model"]["input_size"] == 48 and "flag" in report["model"]["input_source"]
+    assert report["model"]["input_size"] == 48
+    assert "flag" in report["model"]["input_source"]
 
 
 def test_black_box_audit_imports_no_torch(arcface_onnx, png_faces: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    args = ["--onnx", str(arcface_onnx), "--pairs", str(png_faces / "pairs.txt"), "--images-root", str(png_faces),
-            "--out", str(out), "--masks", "8", "--map-pairs", "1", "--curve-pairs", "1", "--steps", "2",
-            "--no-progress"]
+    args = [
+        "--onnx",
+        str(arcface_onnx),
+        "--pairs",
+        str(png_faces / "pairs.txt"),
+        "--images-root",
+        str(png_faces),
+        "--out",
+        str(out),
+        "--masks",
+        "8",
+        "--map-pairs",
+        "1",
+        "--curve-pairs",
+        "1",
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
     proc = audit_in_fresh_process(args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["model"]["maps"].startswith("corrrise") and report["curves"]["n_images"] == 2
+    assert report["model"]["maps"].startswith("corrrise")
+    assert report["curves"]["n_images"] == 2

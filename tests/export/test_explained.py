@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from export_helpers import CLASSIFIER_SIZE, make_verification
 
 from facexai.explain import create_explainer
 from facexai.export import EXPORTABLE_EXPLAINERS, export_onnx, read_metadata
@@ -15,14 +16,12 @@ from facexai.export.cli import EXPORT_EXPLAINERS
 from facexai.export.errors import ExportError
 from facexai.export.parity import check_parity, explained_reference, noise_floor, parity_images
 
-from export_helpers import CLASSIFIER_SIZE, make_verification
-
 
 def explained_run(path: Path, images: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    feeds = dict(zip([i.name for i in session.get_inputs()], (images.numpy(), target.numpy())))
-    return dict(zip(names, session.run(names, feeds)))
+    feeds = dict(zip([i.name for i in session.get_inputs()], (images.numpy(), target.numpy()), strict=False))
+    return dict(zip(names, session.run(names, feeds), strict=False))
 
 
 def per_sample_diffs(got: dict[str, np.ndarray], expected: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -70,7 +69,8 @@ def test_gradcam_verification_parity(gradcam_verification_export, verification_m
     result = gradcam_verification_export
     assert result.parity.worst <= 1e-4
     meta = read_metadata(result.path)
-    assert meta.explainer == "gradcam" and meta.explained
+    assert meta.explainer == "gradcam"
+    assert meta.explained
     assert meta.input_names == ("images", "target")
     assert meta.output_names == ("output", "map", "similarity")
     explainer = create_explainer("gradcam", **meta.explainer_options)
@@ -80,7 +80,8 @@ def test_gradcam_verification_parity(gradcam_verification_export, verification_m
 def test_gradcam_classifier_parity(classifier_module, tmp_path: Path) -> None:
     result = export_onnx(classifier_module, tmp_path / "cls_gradcam.onnx", CLASSIFIER_SIZE, "gradcam")
     meta = read_metadata(result.path)
-    assert meta.output_names == ("output", "map") and meta.class_names == ("a", "b", "c", "d", "e")
+    assert meta.output_names == ("output", "map")
+    assert meta.class_names == ("a", "b", "c", "d", "e")
     assert_parity(classifier_diffs(result.path, classifier_module, create_explainer("gradcam")))
 
 
@@ -95,7 +96,8 @@ def test_gradcam_classifier_parity(classifier_module, tmp_path: Path) -> None:
 # strict check refuses the export; test_fgcam_verification_parity_with_init_norm_affine shows the
 # exported graph itself is faithful where PyTorch is stable.
 FGCAM_ILL_CONDITIONED = pytest.mark.xfail(
-    raises=ExportError, strict=True,
+    raises=ExportError,
+    strict=True,
     reason="FG-CAM is ill-conditioned on iresnet_mini unless BatchNorm keeps its init affine, calibrated "
     "statistics or not: PyTorch's own map moves by 0.039-1 on faces under 2-ulp input changes on the fixture "
     "(onnx differs by 0.038), 0.031 after 40 ArcFace training steps (onnx 0.027), 4e-6 only with weight 1, "
@@ -107,10 +109,13 @@ FGCAM_ILL_CONDITIONED = pytest.mark.xfail(
 @pytest.mark.parametrize("name", ["liftcam", pytest.param("fgcam", marks=FGCAM_ILL_CONDITIONED), "gradcam++"])
 def test_other_explainers_verification_parity(name: str, verification_module, tmp_path: Path) -> None:
     result = export_onnx(verification_module, tmp_path / f"{name}.onnx", explainer=name)
-    assert result.parity.worst <= 1e-4 and not result.parity.noise_floor
+    assert result.parity.worst <= 1e-4
+    assert not result.parity.noise_floor
     diffs = verification_diffs(result.path, verification_module, create_explainer(name))
-    print(f"{name} verification: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
-          f"{ {k: float(v.max()) for k, v in diffs.items()} } on new faces")
+    print(
+        f"{name} verification: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
+        f"{ {k: float(v.max()) for k, v in diffs.items()} } on new faces"
+    )
     assert_parity(diffs)
 
 
@@ -119,7 +124,8 @@ def test_fgcam_verification_parity_with_init_norm_affine(tmp_path: Path) -> None
     """Where PyTorch's FG-CAM is stable (BatchNorm weight 1, bias 0, calibrated statistics), ONNX matches at 1e-4."""
     module = make_verification(affine=False)
     result = export_onnx(module, tmp_path / "fgcam.onnx", explainer="fgcam")
-    assert result.parity.worst <= 1e-4 and not result.parity.noise_floor
+    assert result.parity.worst <= 1e-4
+    assert not result.parity.noise_floor
     diffs = verification_diffs(result.path, module, create_explainer("fgcam"))
     assert diffs["map_floor"].max() <= 1e-4  # PyTorch itself is stable: the premise of this test
     assert_parity(diffs)
@@ -129,10 +135,13 @@ def test_fgcam_verification_parity_with_init_norm_affine(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", ["liftcam", "fgcam"])
 def test_other_explainers_classifier_parity(name: str, classifier_module, tmp_path: Path) -> None:
     result = export_onnx(classifier_module, tmp_path / f"cls_{name}.onnx", CLASSIFIER_SIZE, name)
-    assert result.parity.worst <= 1e-4 and not result.parity.noise_floor
+    assert result.parity.worst <= 1e-4
+    assert not result.parity.noise_floor
     diffs = classifier_diffs(result.path, classifier_module, create_explainer(name))
-    print(f"{name} classifier: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
-          f"{ {k: float(v.max()) for k, v in diffs.items()} } on new noise")
+    print(
+        f"{name} classifier: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
+        f"{ {k: float(v.max()) for k, v in diffs.items()} } on new noise"
+    )
     assert_parity(diffs)
 
 
@@ -146,7 +155,8 @@ def test_fixture_norms_match_their_activations(verification_module) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*BatchNorm channels")
         explained_reference(verification_module.explained_model, create_explainer("fgcam"), "verification")(
-            images, partners)
+            images, partners
+        )
 
 
 def test_parity_refuses_what_pytorch_itself_cannot_reproduce(tmp_path: Path) -> None:
@@ -158,7 +168,8 @@ def test_parity_refuses_what_pytorch_itself_cannot_reproduce(tmp_path: Path) -> 
     chaotic = lambda x, t: {"map": torch.sin(x * 1e9).flatten(1)}  # noqa: E731  moves under any rounding
     stable = lambda x, t: {"map": x.sum(dim=1)}  # noqa: E731
     floor = noise_floor(chaotic, images, None, "map")
-    assert floor.shape == (2,) and (floor > 0.1).all()
+    assert floor.shape == (2,)
+    assert (floor > 0.1).all()
     assert "ill-conditioned" in _mismatch("map", "noise", 0.3, 1e-4, float(floor[0]), "m.onnx")
     assert (noise_floor(stable, images, None, "map") < 1e-5).all()
     assert "PyTorch itself is stable there" in _mismatch("map", "noise", 0.5, 1e-4, 0.0, "m.onnx")
@@ -200,7 +211,10 @@ def test_untraceable_code_is_reported_with_its_line(monkeypatch) -> None:
         return raw if bool((raw > 0).any()) else -raw
 
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
         torch.nn.Linear(4, 3),
     ).eval()
     monkeypatch.setitem(explained.RAW_MAPS, "gradcam", branching)

@@ -24,7 +24,8 @@ def test_not_a_checkpoint(tmp_path: Path, capsys) -> None:
     junk.write_bytes(b"definitely not a zip or pickle")
     assert export_main(["--ckpt_path", str(junk), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "is not a readable facexai/Lightning checkpoint" in err and "weights_only=False" not in err
+    assert "is not a readable facexai/Lightning checkpoint" in err
+    assert "weights_only=False" not in err
     plain = tmp_path / "plain.ckpt"
     torch.save({"weights": torch.zeros(2)}, plain)
     assert export_main(["--ckpt_path", str(plain), "--output", str(tmp_path / "m.onnx")]) == 2
@@ -47,7 +48,8 @@ def test_pickled_code_is_never_executed(tmp_path: Path, capsys) -> None:
     torch.save({"state_dict": {}, "hyper_parameters": {"margin": Payload(marker)}}, evil)
     assert export_main(["--ckpt_path", str(evil), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "weights_only=True" in err and "no pickled code runs" in err
+    assert "weights_only=True" in err
+    assert "no pickled code runs" in err
     assert not marker.exists()
 
 
@@ -105,8 +107,16 @@ def test_config_rebuilds_module_and_refuses_foreign_classes(verification_module,
 def test_output_may_not_overwrite_the_checkpoint_or_config(verification_module, tmp_path: Path, capsys) -> None:
     ckpt = save_checkpoint(verification_module, tmp_path / "v.ckpt")
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({"model": {"class_path": "facexai.models.VerificationModule",
-                                                "init_args": dict(verification_module.hparams)}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "class_path": "facexai.models.VerificationModule",
+                    "init_args": dict(verification_module.hparams),
+                }
+            }
+        )
+    )
     before = ckpt.read_bytes(), config.read_bytes()
     assert export_main(["--ckpt_path", str(ckpt), "--output", str(ckpt)]) == 2
     assert f"--output {ckpt} would overwrite the input {ckpt}" in capsys.readouterr().err
@@ -121,7 +131,9 @@ def test_malformed_config_is_one_line(verification_module, tmp_path: Path, capsy
     config.write_text("model:\n  class_path: facexai.models.VerificationModule\n  init_args: [1,\n")
     assert export_main(["--ckpt_path", str(ckpt), "--config", str(config), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"config {config}: line 4" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert f"config {config}: line 4" in err
+    assert "Traceback" not in err
 
 
 def test_torch_export_error_is_one_line(verification_module, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -137,8 +149,9 @@ def test_torch_export_error_is_one_line(verification_module, tmp_path: Path, mon
     ckpt = save_checkpoint(verification_module, tmp_path / "v.ckpt")
     assert export_main(["--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err == ("facexai export: error: Failed to export the model with torch.export. "
-                   "(FACEXAI_DEBUG=1 shows the details)\n")
+    assert err == (
+        "facexai export: error: Failed to export the model with torch.export. (FACEXAI_DEBUG=1 shows the details)\n"
+    )
 
 
 def test_help_texts() -> None:
@@ -150,8 +163,9 @@ def test_help_texts() -> None:
 
 def test_layer_typo_gets_the_layer_error(verification_module, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Layer 'layer9' is not in .*Closest matches: layer4"):
-        export_onnx(verification_module, tmp_path / "m.onnx", explainer="gradcam",
-                    explainer_options={"target_layer": "layer9"})
+        export_onnx(
+            verification_module, tmp_path / "m.onnx", explainer="gradcam", explainer_options={"target_layer": "layer9"}
+        )
     with pytest.raises(ValueError, match="explainer_options were given without an explainer"):
         export_onnx(verification_module, tmp_path / "m.onnx", explainer_options={"target_layer": "layer4"})
 
@@ -184,12 +198,26 @@ def test_real_lightning_checkpoint_exports(tmp_path: Path) -> None:
     from facexai.export.onnx import file_sha256
     from facexai.models import VerificationModule
 
-    data = SyntheticFacesDataModule(num_identities=4, images_per_identity=2, num_val_identities=4,
-                                    val_images_per_identity=2, num_val_pairs=8, batch_size=8)
-    module = VerificationModule(backbone="iresnet_mini", num_identities=4, embedding_size=32,
-                                backbone_kwargs={"img_size": 112})
-    trainer = pl.Trainer(max_steps=1, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    data = SyntheticFacesDataModule(
+        num_identities=4,
+        images_per_identity=2,
+        num_val_identities=4,
+        val_images_per_identity=2,
+        num_val_pairs=8,
+        batch_size=8,
+    )
+    module = VerificationModule(
+        backbone="iresnet_mini", num_identities=4, embedding_size=32, backbone_kwargs={"img_size": 112}
+    )
+    trainer = pl.Trainer(
+        max_steps=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(module, datamodule=data)
     ckpt = tmp_path / "real.ckpt"
     trainer.save_checkpoint(ckpt)

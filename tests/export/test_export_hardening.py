@@ -22,8 +22,9 @@ SIDE = 16
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 8)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 8)
+    ).eval()
 
 
 class Svd(nn.Module):
@@ -62,13 +63,17 @@ def test_unsupported_operator_is_one_line_naming_model_and_operator(tmp_path: Pa
         export(Svd(), tmp_path / "svd.onnx")
     message = str(failed.value)
     assert message.startswith("torch.onnx could not export Svd: operator aten._linalg_svd has no ONNX translation")
-    assert "\n" not in message and isinstance(failed.value, ValueError)
+    assert "\n" not in message
+    assert isinstance(failed.value, ValueError)
     assert list(tmp_path.iterdir()) == []  # nothing left behind, not even the hidden partial file
 
 
 def test_untraceable_python_is_one_line_naming_the_source_line(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match=r"could not export Branching: torch.export cannot follow "
-                                          r".*test_export_hardening\.py:\d+ \(if images\.sum\(\) > 0:\)") as failed:
+    with pytest.raises(
+        ExportError,
+        match=r"could not export Branching: torch.export cannot follow "
+        r".*test_export_hardening\.py:\d+ \(if images\.sum\(\) > 0:\)",
+    ) as failed:
         export(Branching(), tmp_path / "branch.onnx")
     assert "\n" not in str(failed.value)
 
@@ -98,8 +103,11 @@ def test_output_equal_to_the_checkpoint_is_refused(tmp_path: Path) -> None:
 
 def test_nondeterministic_model_is_refused(tmp_path: Path) -> None:
     """Before: the noise was called ill-conditioning (PyTorch 'moved' under rounding) and accepted."""
-    with pytest.raises(ExportError, match=r"^model is not deterministic in eval mode: two PyTorch runs on the same "
-                                          r"noise input differ by [0-9.e+-]+ in 'embedding'"):
+    with pytest.raises(
+        ExportError,
+        match=r"^model is not deterministic in eval mode: two PyTorch runs on the same "
+        r"noise input differ by [0-9.e+-]+ in 'embedding'",
+    ):
         export(Noisy(), tmp_path / "noisy.onnx")
     assert not (tmp_path / "noisy.onnx").exists()
 

@@ -27,8 +27,15 @@ from facexai.models import VerificationModule
 
 DEMO_SIDE = 64
 #: the demo config's model section, with fewer identities (the head is not exported)
-DEMO_MODEL = {"backbone": "iresnet_mini", "num_identities": 8, "embedding_size": 128, "margin": "arcface",
-              "scale": 16.0, "margin_value": 0.2, "backbone_kwargs": {"img_size": DEMO_SIDE}}
+DEMO_MODEL = {
+    "backbone": "iresnet_mini",
+    "num_identities": 8,
+    "embedding_size": 128,
+    "margin": "arcface",
+    "scale": 16.0,
+    "margin_value": 0.2,
+    "backbone_kwargs": {"img_size": DEMO_SIDE},
+}
 PAIRS = "id0/a.png id0/b.png 1\nid1/a.png id1/b.png 1\nid0/a.png id1/b.png 0\nid2/a.png id0/b.png 0\n"
 
 
@@ -86,41 +93,71 @@ def _torch_similarities(module: VerificationModule, root: Path) -> list[float]:
 def test_plain_export_takes_the_checkpoint_size_with_a_note(demo_exports) -> None:
     path, stdout = demo_exports["plain"]
     meta = read_metadata(path)
-    assert meta.input_size == DEMO_SIDE and meta.explainer is None
-    assert len(meta.notes) == 1 and "expects 112 px" in meta.notes[0] and "will not load" in meta.notes[0]
-    assert "64 px" in stdout and f"note: {meta.notes[0]}" in stdout
+    assert meta.input_size == DEMO_SIDE
+    assert meta.explainer is None
+    assert len(meta.notes) == 1
+    assert "expects 112 px" in meta.notes[0]
+    assert "will not load" in meta.notes[0]
+    assert "64 px" in stdout
+    assert f"note: {meta.notes[0]}" in stdout
 
 
 def test_liftcam_export_takes_the_checkpoint_size(demo_exports) -> None:
     path, stdout = demo_exports["liftcam"]
     meta = read_metadata(path)
-    assert meta.input_size == DEMO_SIDE and meta.explainer == "liftcam" and meta.notes == ()
+    assert meta.input_size == DEMO_SIDE
+    assert meta.explainer == "liftcam"
+    assert meta.notes == ()
     assert "explainer liftcam" in stdout
 
 
 def test_wrong_explicit_size_is_one_line_naming_the_checkpoint_size(demo_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     rc, _, stderr = _export(demo_ckpt, out, "--input_size", "112", "--explainer", "liftcam")
-    assert rc == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
-    assert "built for 64 px" in stderr and "backbone_kwargs.img_size" in stderr and not out.exists()
+    assert rc == 2
+    assert len(stderr.strip().splitlines()) == 1
+    assert "Traceback" not in stderr
+    assert "built for 64 px" in stderr
+    assert "backbone_kwargs.img_size" in stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("name", ["plain", "liftcam"])
-def test_audit_of_the_64px_exports(name: str, demo_exports, demo_module, demo_faces: Path, tmp_path: Path,
-                                   capsys) -> None:
+def test_audit_of_the_64px_exports(
+    name: str, demo_exports, demo_module, demo_faces: Path, tmp_path: Path, capsys
+) -> None:
     path, _ = demo_exports[name]
     out = tmp_path / "report"
-    args = ["--onnx", str(path), "--pairs", str(demo_faces / "pairs.txt"), "--images-root", str(demo_faces),
-            "--out", str(out), "--masks", "16", "--map-pairs", "2", "--curve-pairs", "2", "--steps", "4",
-            "--no-progress"]
+    args = [
+        "--onnx",
+        str(path),
+        "--pairs",
+        str(demo_faces / "pairs.txt"),
+        "--images-root",
+        str(demo_faces),
+        "--out",
+        str(out),
+        "--masks",
+        "16",
+        "--map-pairs",
+        "2",
+        "--curve-pairs",
+        "2",
+        "--steps",
+        "4",
+        "--no-progress",
+    ]
     assert audit_main(args) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
-    assert report["model"]["input_size"] == DEMO_SIDE and report["model"]["facexai_export"] is True
+    assert report["model"]["input_size"] == DEMO_SIDE
+    assert report["model"]["facexai_export"] is True
     expected_maps = "liftcam (in the graph)" if name == "liftcam" else "corrrise (black box, onnxruntime)"
     assert report["model"]["maps"] == expected_maps
-    np.testing.assert_allclose([p["similarity"] for p in report["pairs"]], _torch_similarities(demo_module, demo_faces),
-                               atol=1e-4)
-    assert report["curves"]["n_images"] == 4 and (out / report["pairs"][0]["image_a"]).is_file()
+    np.testing.assert_allclose(
+        [p["similarity"] for p in report["pairs"]], _torch_similarities(demo_module, demo_faces), atol=1e-4
+    )
+    assert report["curves"]["n_images"] == 4
+    assert (out / report["pairs"][0]["image_a"]).is_file()
     assert Image.open(out / report["pairs"][0]["image_a"]).size == (DEMO_SIDE, DEMO_SIDE)
     if name == "plain":
         assert "expects 112 px" in (out / "index.html").read_text()
@@ -130,34 +167,52 @@ def test_audit_refuses_flags_contradicting_facexai_metadata(demo_exports, demo_f
     path, _ = demo_exports["plain"]
     from facexai.export.audit import InputOverrides
 
-    for overrides, phrase in ((InputOverrides(channel_order="BGR"), "--channel-order BGR contradicts"),
-                              (InputOverrides(mean=(0.0,)), "--mean (0.0, 0.0, 0.0) contradicts")):
+    for overrides, phrase in (
+        (InputOverrides(channel_order="BGR"), "--channel-order BGR contradicts"),
+        (InputOverrides(mean=(0.0,)), "--mean (0.0, 0.0, 0.0) contradicts"),
+    ):
         with pytest.raises(ValueError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
-            run_audit(path, demo_faces / "pairs.txt", demo_faces, tmp_path / "r",
-                      AuditOptions(progress=False, corrrise=None), overrides)
+            run_audit(
+                path,
+                demo_faces / "pairs.txt",
+                demo_faces,
+                tmp_path / "r",
+                AuditOptions(progress=False, corrrise=None),
+                overrides,
+            )
     assert not (tmp_path / "r").exists()
     # restating the metadata is fine
-    report = run_audit(path, demo_faces / "pairs.txt", demo_faces, tmp_path / "ok",
-                       AuditOptions(progress=False, corrrise=CorrRiseOptions(n_masks=4), map_pairs=0),
-                       InputOverrides(input_size=64, mean=(127.5,), std=(127.5, 127.5, 127.5), channel_order="RGB"))
-    assert report["curves"] is None and not any(p["has_maps"] for p in report["pairs"])
+    report = run_audit(
+        path,
+        demo_faces / "pairs.txt",
+        demo_faces,
+        tmp_path / "ok",
+        AuditOptions(progress=False, corrrise=CorrRiseOptions(n_masks=4), map_pairs=0),
+        InputOverrides(input_size=64, mean=(127.5,), std=(127.5, 127.5, 127.5), channel_order="RGB"),
+    )
+    assert report["curves"] is None
+    assert not any(p["has_maps"] for p in report["pairs"])
 
 
 def test_declared_sizes_and_their_sources(demo_module) -> None:
     declared = declared_input_size(demo_module)
-    assert (declared.size, declared.binding) == (64, True) and "backbone_kwargs.img_size" in declared.source
+    assert (declared.size, declared.binding) == (64, True)
+    assert "backbone_kwargs.img_size" in declared.source
     bare = timm.create_model("iresnet_mini", num_classes=8, img_size=48)  # no hparams: the attribute
-    assert declared_input_size(bare).size == 48 and declared_input_size(bare).binding
+    assert declared_input_size(bare).size == 48
+    assert declared_input_size(bare).binding
     cnn = timm.create_model("resnet10t", num_classes=3)  # timm's config side, a default only: CNNs pool globally
     side = cnn.pretrained_cfg["input_size"][-1]
     assert (declared_input_size(cnn).size, declared_input_size(cnn).binding) == (side, False)
-    assert resolve_input_size(cnn, 64) == 64 and resolve_input_size(torch.nn.Linear(2, 2), None) == 112
+    assert resolve_input_size(cnn, 64) == 64
+    assert resolve_input_size(torch.nn.Linear(2, 2), None) == 112
     with pytest.raises(ValueError, match="from 16 to 1024"):
         resolve_input_size(cnn, 8)
 
 
 def test_insightface_note_follows_its_routing_rule() -> None:
     assert insightface_note(112) is None
-    assert "will not load" in insightface_note(64) and "will not load" in insightface_note(120)  # not a multiple of 16
+    assert "will not load" in insightface_note(64)
+    assert "will not load" in insightface_note(120)
     assert "will not load" in insightface_note(192)  # insightface's landmark size
     assert "may route" in insightface_note(128)

@@ -21,7 +21,9 @@ def test_tiny_exports_are_read(tmp_path: Path) -> None:
     for explained in (False, True):
         path = tiny_face_onnx(tmp_path / f"ok{explained}.onnx", explained=explained)
         model = OnnxFaceModel(path)
-        assert model.embedding_size == 3 and model.spec.size == 16 and model.explained == explained
+        assert model.embedding_size == 3
+        assert model.spec.size == 16
+        assert model.explained == explained
         assert read_metadata(path).embedding_size == 3
 
 
@@ -57,7 +59,8 @@ def test_bad_metadata_values_are_refused_by_name(key: str, value: str, message: 
     path = tiny_face_onnx(tmp_path / "bad.onnx", props={f"facexai.{key}": value})
     with pytest.raises(MetadataError, match=message) as refused:
         read_metadata(path)
-    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    assert str(path) in str(refused.value)
+    assert "\n" not in str(refused.value)
     with pytest.raises(AuditModelError, match=message):
         OnnxFaceModel(path)
 
@@ -122,14 +125,20 @@ def write_pairs(tmp_path: Path) -> tuple[Path, Path]:
     root.mkdir()
 
     rng = np.random.default_rng(0)
-    colours = {"dark": (10, 20, 5), "red": (220, 90, 60), "rose": (230, 120, 90), "teal": (60, 200, 190),
-               "sea": (40, 180, 200)}
+    colours = {
+        "dark": (10, 20, 5),
+        "red": (220, 90, 60),
+        "rose": (230, 120, 90),
+        "teal": (60, 200, 190),
+        "sea": (40, 180, 200),
+    }
     for name, colour in colours.items():
         pixels = np.clip(np.array(colour) + rng.normal(0, 8, (16, 16, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(root / f"{name}.png")
     pairs = root / "pairs.txt"
-    pairs.write_text("red.png rose.png 1\ndark.png red.png 0\nteal.png sea.png 1\nred.png teal.png 0\n"
-                     "rose.png sea.png 0\n")
+    pairs.write_text(
+        "red.png rose.png 1\ndark.png red.png 0\nteal.png sea.png 1\nred.png teal.png 0\nrose.png sea.png 0\n"
+    )
     return pairs, root
 
 
@@ -152,9 +161,13 @@ def test_nan_similarity_is_undefined_and_the_report_is_written(explained: bool, 
     assert saved["pairs"][1]["decision"] is None
     assert saved["undefined_pairs"] == [{"index": 1, "path_a": str(root / "dark.png"), "path_b": str(root / "red.png")}]
     metrics = saved["metrics"]
-    assert metrics["n_pairs"] == 4 and metrics["n_undefined"] == 1 and metrics["n_genuine"] == 2
-    assert metrics["roc_auc"] is not None and 0 <= metrics["roc_auc"] <= 1
-    assert "1 of 5 pairs have no defined similarity" in caplog.text and "dark.png" in caplog.text
+    assert metrics["n_pairs"] == 4
+    assert metrics["n_undefined"] == 1
+    assert metrics["n_genuine"] == 2
+    assert metrics["roc_auc"] is not None
+    assert 0 <= metrics["roc_auc"] <= 1
+    assert "1 of 5 pairs have no defined similarity" in caplog.text
+    assert "dark.png" in caplog.text
     page = (out / "index.html").read_text()
     assert "undefined" in page
     if saved["curves"] is not None:  # curves over the images whose scores are all finite
@@ -190,7 +203,9 @@ def test_a_failed_rewrite_keeps_the_previous_report(tmp_path: Path, monkeypatch)
             patch.setattr(Path if name == "write_text" else Image.Image, name, replacement)
             with pytest.raises(OSError, match="No space left"):
                 run_audit(model, pairs, root, out, options)
-        after = {p.name: p.read_bytes() for p in [out / "report.json", out / "index.html", out / "pairs" / "00000_a.png"]}
+        after = {
+            p.name: p.read_bytes() for p in [out / "report.json", out / "index.html", out / "pairs" / "00000_a.png"]
+        }
         assert after == before, name
         json.loads(after["report.json"])
         assert not [p for p in out.rglob(".*") if "partial" in p.name]

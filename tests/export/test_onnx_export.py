@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from export_helpers import CLASSIFIER_SIZE, EMBEDDING, synthetic_face
 
 import facexai
 from facexai.data.transforms import normalise
@@ -18,12 +19,10 @@ from facexai.export.insightface import insightface_normalisation
 from facexai.export.onnx import file_sha256
 from facexai.export.parity import parity_images
 
-from export_helpers import CLASSIFIER_SIZE, EMBEDDING, synthetic_face
-
 
 def run(path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
+    return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs, strict=False)})
 
 
 def test_plain_verification_layout_and_parity(plain_verification_onnx: Path, verification_module) -> None:
@@ -46,11 +45,14 @@ def test_metadata_read_back(plain_verification_onnx: Path, verification_ckpt: Pa
     meta = read_metadata(plain_verification_onnx)
     assert meta.task == "verification"
     assert (meta.input_size, meta.input_format, meta.input_mean, meta.input_std) == (112, "normalised", 127.5, 127.5)
-    assert meta.embedding_size == EMBEDDING and meta.class_names is None
+    assert meta.embedding_size == EMBEDDING
+    assert meta.class_names is None
     assert meta.version == facexai.__version__
     assert meta.source_sha256 == file_sha256(verification_ckpt)
-    assert meta.explainer is None and not meta.explained
-    assert meta.input_names == ("images",) and meta.output_names == ("embedding",)
+    assert meta.explainer is None
+    assert not meta.explained
+    assert meta.input_names == ("images",)
+    assert meta.output_names == ("embedding",)
     assert 0 <= meta.parity_max_abs_diff <= 1e-4
     props = {p.key: p.value for p in onnx.load(str(plain_verification_onnx)).metadata_props}
     assert props["facexai.input_layout"] == "NCHW RGB float32"
@@ -67,7 +69,8 @@ def insightface_feat(path: Path, rgb: np.ndarray) -> tuple[object, np.ndarray]:
 def test_insightface_loads_plain_export(plain_verification_onnx: Path, verification_module) -> None:
     rgb = synthetic_face()
     handler, feat = insightface_feat(plain_verification_onnx, rgb)
-    assert type(handler).__name__ == "ArcFaceONNX" and handler.taskname == "recognition"
+    assert type(handler).__name__ == "ArcFaceONNX"
+    assert handler.taskname == "recognition"
     # the graph has no Sub/Mul prefix, so insightface normalises with 127.5/127.5 as facexai does
     assert (handler.input_mean, handler.input_std) == (127.5, 127.5)
     assert insightface_normalisation(onnx.load(str(plain_verification_onnx))) == (127.5, 127.5)
@@ -95,8 +98,10 @@ def test_plain_classifier_parity_and_class_names(classifier_module, tmp_path: Pa
     result = export_onnx(classifier_module, tmp_path / "cls.onnx", input_size=CLASSIFIER_SIZE)
     assert result.parity.worst <= 1e-4
     meta = read_metadata(result.path)
-    assert meta.task == "classification" and meta.num_classes == 5
-    assert meta.class_names == ("a", "b", "c", "d", "e") and meta.output_names == ("logits",)
+    assert meta.task == "classification"
+    assert meta.num_classes == 5
+    assert meta.class_names == ("a", "b", "c", "d", "e")
+    assert meta.output_names == ("logits",)
     assert meta.source_sha256 is None  # in-memory model
     images = parity_images(CLASSIFIER_SIZE, batch=4, seed=7)["noise"]
     (got,) = run(result.path, images.numpy())
@@ -114,6 +119,7 @@ def test_export_restores_each_modules_training_flag(verification_module, tmp_pat
     try:
         export_onnx(verification_module, tmp_path / "face.onnx")
         assert [m.training for m in verification_module.modules()] == before
-        assert verification_module.training and not frozen.training
+        assert verification_module.training
+        assert not frozen.training
     finally:
         verification_module.eval()

@@ -64,7 +64,10 @@ def _forged_sizes(cases: int, seed: int) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _is_rgb(image: np.ndarray) -> None:
-    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert isinstance(image, np.ndarray)
+    assert image.dtype == np.uint8
+    assert image.ndim == 3
+    assert image.shape[2] == 3
 
 
 def _load(path: Path) -> None:

@@ -51,14 +51,16 @@ def _read_checked(path: Path) -> None:
     for name, points in read_landmarks(path).items():
         pure = PurePosixPath(name)
         assert name and not pure.is_absolute() and ".." not in pure.parts, name
-        assert points.shape == (5, 2) and points.dtype == np.float32 and np.isfinite(points).all()
+        assert points.shape == (5, 2)
+        assert points.dtype == np.float32
+        assert np.isfinite(points).all()
 
 
 def _run(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     outcomes = {"ok": 0, "refused": 0}
-    every = [
-        ("l.csv", label, data) for label, data in mutations(VALID_CSV.encode(), cases // 2, seed)
-    ] + [("l.json", label, data) for label, data in mutations(VALID_JSON.encode(), cases // 2, seed)]
+    every = [("l.csv", label, data) for label, data in mutations(VALID_CSV.encode(), cases // 2, seed)] + [
+        ("l.json", label, data) for label, data in mutations(VALID_JSON.encode(), cases // 2, seed)
+    ]
     every += [("l.json", label, data) for label, data in _json_cases(cases // 3, seed)]
     for name, label, data in every:
         path = tmp_path / name

@@ -29,10 +29,45 @@ SIDE = 16
 #: 100000 px input) would pass this by orders of magnitude
 MEMORY_BOUND = 64 * 2**20
 HOSTILE_VALUES = [
-    "", "0", "-1", "1e309", "-1e309", "nan", "inf", "-inf", "NaN", "1e300", "99999999999999999999999", str(2**63),
-    "3.5", "true", "null", '"text"', "{}", '{"a": 1}', "[]", "[1, 2]", '[{"a": 1}]', '["images", 5]', "[[]]",
-    "[", '{"a":', "[" * 50_000, '["a"' * 1000, "\x00", "\ufffd", "x" * 100_000, "normalised", "verification",
-    "raw_pixels", "2", "1024", "1025", "15", "255", "256",
+    "",
+    "0",
+    "-1",
+    "1e309",
+    "-1e309",
+    "nan",
+    "inf",
+    "-inf",
+    "NaN",
+    "1e300",
+    "99999999999999999999999",
+    str(2**63),
+    "3.5",
+    "true",
+    "null",
+    '"text"',
+    "{}",
+    '{"a": 1}',
+    "[]",
+    "[1, 2]",
+    '[{"a": 1}]',
+    '["images", 5]',
+    "[[]]",
+    "[",
+    '{"a":',
+    "[" * 50_000,
+    '["a"' * 1000,
+    "\x00",
+    "\ufffd",
+    "x" * 100_000,
+    "normalised",
+    "verification",
+    "raw_pixels",
+    "2",
+    "1024",
+    "1025",
+    "15",
+    "255",
+    "256",
 ]
 
 
@@ -40,19 +75,33 @@ def tiny_export(explained: bool) -> onnx.ModelProto:
     """A valid facexai verification export: embedding (N, 3) = mean colour; explained adds map and similarity."""
     images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, SIDE, SIDE])
     first = "output" if explained else "embedding"
-    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]), helper.make_node("Flatten", ["pooled"], [first])]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], [first]),
+    ]
     inputs, outputs = [images], [helper.make_tensor_value_info(first, TensorProto.FLOAT, ["N", 3])]
     meta = ExportMetadata(task="verification", input_size=SIDE, embedding_size=3, notes=("tiny",))
     if explained:
         inputs.append(helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", 3]))
-        nodes += [helper.make_node("ReduceMean", ["images"], ["map"], axes=[1], keepdims=0),
-                  helper.make_node("Mul", ["output", "target"], ["product"]),
-                  helper.make_node("ReduceSum", ["product", "axis1"], ["similarity"], keepdims=0)]
-        outputs += [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", SIDE, SIDE]),
-                    helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["N"])]
-        meta = ExportMetadata(task="verification", input_size=SIDE, embedding_size=3, explainer="gradcam",
-                              explainer_options={"target_layer": "layer4"}, input_names=("images", "target"),
-                              output_names=("output", "map", "similarity"), class_names=None)
+        nodes += [
+            helper.make_node("ReduceMean", ["images"], ["map"], axes=[1], keepdims=0),
+            helper.make_node("Mul", ["output", "target"], ["product"]),
+            helper.make_node("ReduceSum", ["product", "axis1"], ["similarity"], keepdims=0),
+        ]
+        outputs += [
+            helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", SIDE, SIDE]),
+            helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["N"]),
+        ]
+        meta = ExportMetadata(
+            task="verification",
+            input_size=SIDE,
+            embedding_size=3,
+            explainer="gradcam",
+            explainer_options={"target_layer": "layer4"},
+            input_names=("images", "target"),
+            output_names=("output", "map", "similarity"),
+            class_names=None,
+        )
     axis = [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])]
     graph = helper.make_graph(nodes, "tiny_face", inputs, outputs, axis)
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
@@ -78,7 +127,7 @@ def metadata_mutations(model: onnx.ModelProto, cases: int, seed: int) -> Iterato
                 mutated[key] = rng.randbytes(rng.randint(0, 40)).decode("utf-8", errors="replace")
             else:
                 mutated[key] = rng.choice(HOSTILE_VALUES)
-            changes.append(f"{key[len(PREFIX):]}:{how}")
+            changes.append(f"{key[len(PREFIX) :]}:{how}")
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         del copy.metadata_props[:]
@@ -96,8 +145,10 @@ def fuzz(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
     path = tmp_path / "case.onnx"
     for explained in (False, True):
         model = tiny_export(explained)
-        streams = {"metadata": metadata_mutations(model, cases // 4, seed + explained),
-                   "bytes": mutations(model.SerializeToString(), cases // 4, seed + 2 + explained)}
+        streams = {
+            "metadata": metadata_mutations(model, cases // 4, seed + explained),
+            "bytes": mutations(model.SerializeToString(), cases // 4, seed + 2 + explained),
+        }
         for kind, stream in streams.items():
             for label, data in stream:
                 write(path, data)
@@ -120,7 +171,12 @@ def test_valid_tiny_exports_are_read(tmp_path: Path) -> None:
 def test_fuzz_onnx_metadata_and_bytes(tmp_path: Path) -> None:
     outcomes = fuzz(tmp_path, DEFAULT_CASES, seed=14)
     assert sum(outcomes.values()) == 2 * DEFAULT_CASES
-    assert outcomes.get("metadata MetadataError refused", 0) > 0 and outcomes.get("bytes AuditModelError refused", 0) > 0
+    assert (
+        outcomes.get("metadata MetadataError refused", 0) > 0
+    )
+    assert (
+        outcomes.get("bytes AuditModelError refused", 0) > 0
+    )
 
 
 @pytest.mark.slow

@@ -30,8 +30,23 @@ alice/alice_0001.jpg bob/bob_0002.jpg 0
 bob/bob_0001.jpg bob/bob_0003.jpg 1
 """
 #: tokens a hostile file puts where names and numbers go
-SPECIAL_TOKENS = ("..", "/", "/etc/passwd", "../x.jpg", "a/../../b", "..\\x", "\x00", "\u00b2", "9" * 5000,
-                  "-1", "0", "1", "#", "~", "a" * 300)
+SPECIAL_TOKENS = (
+    "..",
+    "/",
+    "/etc/passwd",
+    "../x.jpg",
+    "a/../../b",
+    "..\\x",
+    "\x00",
+    "\u00b2",
+    "9" * 5000,
+    "-1",
+    "0",
+    "1",
+    "#",
+    "~",
+    "a" * 300,
+)
 
 
 def _tree(root: Path) -> None:

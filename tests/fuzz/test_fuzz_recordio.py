@@ -36,8 +36,10 @@ def _valid_set(root: Path) -> tuple[bytes, str]:
     """Five PNG faces and one JPEG (no CRC: its forged sizes reach the decoder) in three identities."""
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(6)]
-    samples = [(encode_image(face, ".jpg" if i == 2 else ".png"), label) for i, (face, label) in
-               enumerate(zip(faces, (0, 0, 1, 1, 2, 2), strict=True))]
+    samples = [
+        (encode_image(face, ".jpg" if i == 2 else ".png"), label)
+        for i, (face, label) in enumerate(zip(faces, (0, 0, 1, 1, 2, 2), strict=True))
+    ]
     write_face_records(root, samples)
     return (root / "train.rec").read_bytes(), (root / "train.idx").read_text()
 
@@ -80,8 +82,11 @@ def _read_all(root: Path, skip_corrupt: bool) -> None:
     dataset = RecordIODataset(root, skip_corrupt=skip_corrupt)
     for index in range(len(dataset)):
         image, label = dataset._read_or_skip(index)
-        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-        assert isinstance(label, int) and label >= 0
+        assert image.dtype == np.uint8
+        assert image.ndim == 3
+        assert image.shape[2] == 3
+        assert isinstance(label, int)
+        assert label >= 0
     assert dataset.num_classes >= 1
 
 

@@ -30,7 +30,8 @@ def test_masked_scores_closed_form_for_a_linear_model() -> None:
     np.testing.assert_allclose(y.numpy(), (x * w).sum((1, 2, 3)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(o.numpy(), (x * m * w).sum((1, 2, 3)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(d.numpy(), (x * (1 - m) * w).sum((1, 2, 3)), rtol=1e-5, atol=1e-5)
-    assert sum(calls) == 15 and max(calls) == 4
+    assert sum(calls) == 15
+    assert max(calls) == 4
 
 
 def test_masked_scores_with_index() -> None:
@@ -54,9 +55,7 @@ def test_hand_computed_values() -> None:
     d = torch.tensor([0.2, 0.6, 0.0, 0.0])
     # (Y - D) / Y: .75, -.2, 1 over Y > 0 -> 1.55 / 3 (not clamped: a rise counts against it)
     assert average_drop_in_deletion(y, d).item() == pytest.approx(155 / 3)
-    assert average_drop_in_deletion(y, d, form="difference").item() == pytest.approx(
-        100 * (0.6 - 0.1 + 0.4 - 0.2) / 4
-    )
+    assert average_drop_in_deletion(y, d, form="difference").item() == pytest.approx(100 * (0.6 - 0.1 + 0.4 - 0.2) / 4)
 
 
 @pytest.mark.parametrize("form", ["ratio", "difference"])
@@ -96,6 +95,4 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="2 images but 3 maps"):
         masked_scores(lambda b: b.sum(dim=(1, 2, 3)), torch.rand(2, 3, 4, 4), torch.rand(3, 4, 4))
     with pytest.raises(ValueError, match="NaN"):
-        masked_scores(
-            lambda b: b.sum(dim=(1, 2, 3)), torch.rand(1, 3, 4, 4), torch.full((1, 4, 4), float("nan"))
-        )
+        masked_scores(lambda b: b.sum(dim=(1, 2, 3)), torch.rand(1, 3, 4, 4), torch.full((1, 4, 4), float("nan")))

@@ -61,11 +61,7 @@ def test_empty_masks_are_skipped_and_classes_match() -> None:
         pg.update(part_maps, part_masks)
         epg.update(part_maps, part_masks)
     assert pg.compute().item() == pytest.approx(1 / 3) == pointing_game(maps, masks).item()
-    assert (
-        epg.compute().item()
-        == pytest.approx(1 / 3)
-        == pytest.approx(energy_pointing_game(maps, masks).item())
-    )
+    assert epg.compute().item() == pytest.approx(1 / 3) == pytest.approx(energy_pointing_game(maps, masks).item())
     pg.reset()
     pg.update(maps[:1], masks[:1])
     assert pg.compute().item() == 1.0
@@ -110,8 +106,7 @@ def test_spearman_against_scipy_with_ties() -> None:
     a = (torch.rand(5, 6, 6, generator=gen) * 4).round() / 4  # many ties
     b = a + 0.3 * torch.rand(5, 6, 6, generator=gen)
     expected = [
-        scipy.stats.spearmanr(x.ravel(), y.ravel()).statistic
-        for x, y in zip(a.numpy(), b.numpy(), strict=True)
+        scipy.stats.spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a.numpy(), b.numpy(), strict=True)
     ]
     np.testing.assert_allclose(spearman(a.flatten(1), b.flatten(1)).numpy(), expected, rtol=1e-5)
     metric = RandomisationSanity(randomised="head")

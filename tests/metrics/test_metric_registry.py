@@ -59,5 +59,6 @@ def test_metric_conventions(name: str) -> None:
     assert cls.higher_is_better is HIGHER_IS_BETTER[name]
     assert cls.reset is Metric.reset  # never overridden
     assert isinstance(metric.settings, dict)
-    assert metric.log_name.startswith(name) and "=" not in metric.log_name
+    assert metric.log_name.startswith(name)
+    assert "=" not in metric.log_name
     assert metric._reductions  # states registered with add_state

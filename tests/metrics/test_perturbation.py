@@ -37,9 +37,7 @@ def linear_score(weights: torch.Tensor):
     return lambda images: (images * weights).sum(dim=(1, 2, 3))
 
 
-def numpy_curve(
-    x: np.ndarray, m: np.ndarray, w: np.ndarray, base: np.ndarray, steps: int, mode: str
-) -> np.ndarray:
+def numpy_curve(x: np.ndarray, m: np.ndarray, w: np.ndarray, base: np.ndarray, steps: int, mode: str) -> np.ndarray:
     """Score after k of `steps` chunks, from per-pixel contributions in stable descending order."""
     order = np.argsort(-m.ravel(), kind="stable")
     contrib_x = (w * x).sum(0).ravel()[order]
@@ -124,7 +122,8 @@ def test_chunking_and_shared_pass_do_not_change_values(data) -> None:
     both = deletion_insertion_curves(score, images, maps, 6, chunk_size=5)
     torch.testing.assert_close(both[0], deletion)
     torch.testing.assert_close(both[1], insertion)
-    assert sum(scored) == N * (2 * 7 - 1) and max(scored) <= 5  # clean image scored once
+    assert sum(scored) == N * (2 * 7 - 1)
+    assert max(scored) <= 5
     scored.clear()
     same = deletion_insertion_curves(score, images, maps, 6, "zero", "zero")
     assert sum(scored) == N * (2 * 7 - 2)  # all-baseline image shared too
@@ -176,7 +175,8 @@ def test_curve_metric_settings() -> None:
     metric = InsertionAUC(steps=20, score="cosine")
     assert metric.settings == {"steps": 20, "baseline": "blur", "score": "cosine"}
     assert metric.log_name == "insertion_auc_steps-20_baseline-blur_score-cosine"
-    assert DeletionAUC().baseline == "zero" and DeletionAUC.higher_is_better is False
+    assert DeletionAUC().baseline == "zero"
+    assert DeletionAUC.higher_is_better is False
     with pytest.raises(ValueError, match="expects curves of 21 points"):
         metric.update(torch.rand(2, 11))
     with pytest.raises(ValueError, match="Available: zero, blur, mean"):

@@ -108,9 +108,7 @@ def test_metric_class_matches_function_over_batches_and_reset() -> None:
         torch.testing.assert_close(got[key], expected[key])
     metric.reset()
     metric.update(scores[:60], issame[:60])
-    torch.testing.assert_close(
-        metric.compute()["roc_auc"], verification_metrics(scores[:60], issame[:60])["roc_auc"]
-    )
+    torch.testing.assert_close(metric.compute()["roc_auc"], verification_metrics(scores[:60], issame[:60])["roc_auc"])
 
 
 def test_metric_class_returns_nan_when_undefined() -> None:
@@ -140,9 +138,7 @@ def test_eer_exact_at_a_vertex_with_thirds() -> None:
     # 3 genuine (.9 .8 .6), 3 impostors (.7 .5 .4). At threshold .7: FPR = 1/3 and
     # FNR = 1/3 exactly (thirds are inexact in floats; counts decide). Every threshold in
     # (.6, .7] reaches that vertex -> midpoint .65.
-    eer, threshold = equal_error_rate(
-        torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), torch.tensor([1, 1, 0, 1, 0, 0])
-    )
+    eer, threshold = equal_error_rate(torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), torch.tensor([1, 1, 0, 1, 0, 0]))
     assert eer.item() == pytest.approx(1 / 3)
     assert threshold.item() == pytest.approx(0.65)
 

@@ -10,7 +10,6 @@ import operator
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -80,11 +79,18 @@ def _export(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
 def test_state_dict_loads_into_iresnet_and_matches(arcface, faces, tmp_path, variant):
     path = save_state_dict(arcface, tmp_path / "backbone.pth", variant)
     model = load_face_model(path)
-    assert isinstance(model, IResNet) and not model.training
+    assert isinstance(model, IResNet)
+    assert not model.training
     assert "layer4" in dict(model.named_modules())
     info = model.face_model_info
-    assert (info.source, info.input_size, info.embedding_size, info.parity_cosine) == ("state_dict", SIDE, EMBEDDING, None)
-    assert info.layout.canonical and info.path == str(path)
+    assert (info.source, info.input_size, info.embedding_size, info.parity_cosine) == (
+        "state_dict",
+        SIDE,
+        EMBEDDING,
+        None,
+    )
+    assert info.layout.canonical
+    assert info.path == str(path)
     # same float32 weights and the same operations in the same order: equal up to summation order
     torch.testing.assert_close(_run(model, faces), _run(arcface, faces), rtol=0, atol=1e-5)
 
@@ -96,7 +102,9 @@ def test_fp16_state_dict_is_cast_to_float32(arcface, faces, tmp_path):
     # <= 2**-11 each), so the loader must equal the third-party network with those rounded
     # tensors exactly, and stay close in direction to the unrounded one.
     rounded = ArcIResNet((1, 1, 1, 1), EMBEDDING, (16, 32, 64, 128), SIDE).eval()
-    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in arcface.state_dict().items()})
+    rounded.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in arcface.state_dict().items()}
+    )
     ours = _run(model, faces)
     torch.testing.assert_close(ours, _run(rounded, faces), rtol=0, atol=1e-5)
     assert F.cosine_similarity(ours, _run(arcface, faces)).min() > 0.999
@@ -107,7 +115,8 @@ def test_depth_width_and_side_are_read_from_the_tensors(tmp_path):
     r18 = ArcIResNet(DEPTHS[18], 512, (64, 128, 256, 512), 112).eval()
     model = load_face_model(save_state_dict(r18, tmp_path / "r18.pth"))
     assert [len(getattr(model, f"layer{k}")) for k in range(1, 5)] == [2, 2, 2, 2]
-    assert model.face_model_info.embedding_size == 512 and model.img_size == 112
+    assert model.face_model_info.embedding_size == 512
+    assert model.img_size == 112
     x = face_batch(1, 112, seed=3)
     torch.testing.assert_close(_run(model, x), _run(r18, x), rtol=1e-4, atol=1e-4)
     # a depth and side no published model has
@@ -135,7 +144,8 @@ def test_state_dict_missing_a_block_tensor_is_refused(arcface, tmp_path):
 def test_state_dict_layout_options_wrap_the_network(arcface, faces, tmp_path):
     # a network trained on BGR pixels in [0, 255]: canonical faces must reach it converted
     model = load_face_model(save_state_dict(arcface, tmp_path / "b.pth"), mean=0, std=1, channel_order="BGR")
-    assert isinstance(model, CanonicalInput) and isinstance(model.network, IResNet)
+    assert isinstance(model, CanonicalInput)
+    assert isinstance(model.network, IResNet)
     expected = _run(arcface, (faces.flip(1) * 127.5 + 127.5))
     torch.testing.assert_close(_run(model, faces), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
@@ -157,7 +167,8 @@ def test_onnx_matches_onnxruntime_and_the_pytorch_original(arcface, onnx_path, o
     declared = onnx.load(str(onnx_path)).graph.output[0].type.tensor_type.shape.dim
     assert declared[0].dim_value == 1  # torch2onnx fixes the output batch at 1; we feed 3
     model = onnx_model
-    assert isinstance(model, fx.GraphModule) and not model.training
+    assert isinstance(model, fx.GraphModule)
+    assert not model.training
     info = model.face_model_info
     assert (info.source, info.input_size, info.embedding_size) == ("onnx", SIDE, EMBEDDING)
     assert info.parity_cosine >= 0.9999
@@ -175,7 +186,9 @@ def test_onnx_graph_is_canonical_torch(onnx_model):
     assert not [k.__name__ for k in kinds if issubclass(k, ONNX_SPECIFIC)]
     # 4 blocks: each keeps its bn1 (exported before a conv, not folded) plus the head's bn2;
     # the per-block PReLUs and the stem's; one residual add per block; features is BatchNorm1d
-    assert kinds.count(nn.BatchNorm2d) == 5 and kinds.count(nn.PReLU) == 5 and kinds.count(nn.BatchNorm1d) == 1
+    assert kinds.count(nn.BatchNorm2d) == 5
+    assert kinds.count(nn.PReLU) == 5
+    assert kinds.count(nn.BatchNorm1d) == 1
     adds = [n for n in model.graph.nodes if n.op == "call_function" and n.target is operator.add]
     assert len(adds) == 4
     # the stripped Identity copies leave no duplicated constants behind
@@ -212,7 +225,8 @@ def bgr_path(arcface, tmp_path_factory) -> Path:
 
 def test_bgr_raw_pixel_onnx_with_options_equals_canonical_model(arcface, bgr_path, faces):
     model = load_face_model(bgr_path, mean=0, std=1, channel_order="BGR")
-    assert isinstance(model, CanonicalInput) and isinstance(model.network, fx.GraphModule)
+    assert isinstance(model, CanonicalInput)
+    assert isinstance(model.network, fx.GraphModule)
     layout = model.face_model_info.layout
     assert (layout.mean, layout.std, layout.channel_order) == ((0.0,) * 3, (1.0,) * 3, "BGR")
     assert model.face_model_info.parity_cosine >= 0.9999
@@ -225,12 +239,15 @@ def test_bgr_raw_pixel_onnx_with_options_equals_canonical_model(arcface, bgr_pat
 
 def test_facexai_metadata_gives_the_layout(arcface, bgr_path, faces, tmp_path):
     proto = onnx.load(str(bgr_path))
-    props = ExportMetadata(task="verification", input_size=SIDE, input_format="raw_pixels", embedding_size=EMBEDDING).to_props()
+    props = ExportMetadata(
+        task="verification", input_size=SIDE, input_format="raw_pixels", embedding_size=EMBEDDING
+    ).to_props()
     props["facexai.input_layout"] = "NCHW BGR float32"
     helper.set_model_props(proto, props)
     onnx.save(proto, str(tmp_path / "meta.onnx"))
     model = load_face_model(tmp_path / "meta.onnx")
-    assert model.face_model_info.layout.channel_order == "BGR" and model.face_model_info.layout.mean == (0.0,) * 3
+    assert model.face_model_info.layout.channel_order == "BGR"
+    assert model.face_model_info.layout.mean == (0.0,) * 3
     original = _run(arcface, faces)
     assert (_run(model, faces) - original).abs().max() <= 1e-4 * original.abs().max()
 
@@ -260,12 +277,14 @@ def test_insightface_convention_sub_mul_head_means_raw_pixels(arcface, faces, tm
         node.name = {"Sub": "_minusscalar0", "Mul": "_mulscalar0"}.get(node.op_type, node.name)
     onnx.save(proto, str(path))
     model = load_face_model(path)
-    assert model.face_model_info.layout.mean == (0.0,) * 3 and model.face_model_info.layout.std == (1.0,) * 3
+    assert model.face_model_info.layout.mean == (0.0,) * 3
+    assert model.face_model_info.layout.std == (1.0,) * 3
     # the torch-free audit reads the same convention off the same file
     from facexai.export.audit_model import OnnxFaceModel
 
     spec = OnnxFaceModel(path).spec
-    assert spec.mean == (0.0,) * 3 and spec.std == (1.0,) * 3
+    assert spec.mean == (0.0,) * 3
+    assert spec.std == (1.0,) * 3
     original = _run(arcface, faces)
     assert (_run(model, faces) - original).abs().max() <= 1e-4 * original.abs().max()
 
@@ -283,7 +302,9 @@ def test_symbolic_input_side_needs_input_size(arcface, tmp_path):
 
 def test_facexai_classification_export_is_refused(onnx_path, tmp_path):
     proto = onnx.load(str(onnx_path))
-    helper.set_model_props(proto, ExportMetadata(task="classification", input_size=SIDE, num_classes=EMBEDDING).to_props())
+    helper.set_model_props(
+        proto, ExportMetadata(task="classification", input_size=SIDE, num_classes=EMBEDDING).to_props()
+    )
     onnx.save(proto, str(tmp_path / "cls.onnx"))
     with pytest.raises(ValueError, match="facexai classification export"):
         load_face_model(tmp_path / "cls.onnx")
@@ -319,9 +340,13 @@ def _bad_file(kind: str, tmp_path: Path, arcface: nn.Module, onnx_path: Path) ->
         data = save_state_dict(arcface, tmp_path / "full.pth").read_bytes()
     if kind == "truncated_ckpt":
         module = VerificationModule(num_identities=4, embedding_size=16, backbone_kwargs={"img_size": 32})
-        torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, tmp_path / "full.ckpt")
+        torch.save(
+            {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, tmp_path / "full.ckpt"
+        )
         data = (tmp_path / "full.ckpt").read_bytes()
-    target = tmp_path / {"truncated_onnx": "cut.onnx", "truncated_pth": "cut.pth", "truncated_ckpt": "cut.ckpt"}.get(kind, "empty.onnx")
+    target = tmp_path / {"truncated_onnx": "cut.onnx", "truncated_pth": "cut.pth", "truncated_ckpt": "cut.ckpt"}.get(
+        kind, "empty.onnx"
+    )
     target.write_bytes(data[: len(data) // 2])
     return target
 

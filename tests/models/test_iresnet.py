@@ -41,7 +41,8 @@ def test_backward_reaches_input():
     model = timm.create_model("iresnet_mini", img_size=32)
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     model(x).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
 
 
 def test_pretrained_request_is_refused():

@@ -12,9 +12,11 @@ def test_classifier_forward_backward_and_explanation_inputs():
     assert module(batch["image"]).shape == (4, 3)
     loss = module.training_step(batch, 0)
     loss.backward()
-    assert torch.isfinite(loss) and all(p.grad is not None for p in module.parameters() if p.requires_grad)
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
     images, target = module.explanation_inputs(batch)
-    assert images is batch["image"] and isinstance(target, ClassTarget)
+    assert images is batch["image"]
+    assert isinstance(target, ClassTarget)
     assert target.labels.tolist() == [0, 1, 2, 0]
 
 
@@ -35,7 +37,8 @@ def test_verification_explanation_inputs_pair_partners():
     module = VerificationModule(num_identities=5, embedding_size=16, backbone_kwargs={"img_size": 32}).eval()
     a, b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
     images, target = module.explanation_inputs({"image_a": a, "image_b": b, "issame": torch.ones(3, dtype=torch.bool)})
-    assert images.shape == (6, 3, 32, 32) and isinstance(target, SimilarityTarget)
+    assert images.shape == (6, 3, 32, 32)
+    assert isinstance(target, SimilarityTarget)
     with torch.no_grad():
         emb_a, emb_b = module(a), module(b)
     # A is explained against B's embedding and B against A's

@@ -37,10 +37,14 @@ def test_pairs_files_carry_the_pair_index(tmp_path: Path) -> None:
     for name in ("x", "y"):
         (tmp_path / name).mkdir()
         for i in (1, 2):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / name / f"{name}_{i:04d}.jpg")
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+                tmp_path / name / f"{name}_{i:04d}.jpg"
+            )
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("x 1 2\nx 1 y 2\ny 1 2\n")
-    dm = FacePairsDataModule(pairs_files=str(pairs), pairs_root=str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    dm = FacePairsDataModule(
+        pairs_files=str(pairs), pairs_root=str(tmp_path), image_size=16, batch_size=2, num_workers=0
+    )
     (loader,) = dm.val_dataloader()
     assert _indices(loader) == [0, 1, 2]
 

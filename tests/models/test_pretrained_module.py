@@ -38,7 +38,8 @@ def test_state_dict_backbone_trains_and_scores_pairs_like_the_original(arcface, 
     module = VerificationModule(pretrained=str(files["state_dict"]), num_identities=5)
     assert isinstance(module.backbone, IResNet)
     assert module.head.weight.shape == (5, EMBEDDING)  # embedding size taken from the file
-    assert module.hparams["pretrained"] == str(files["state_dict"]) and module.hparams["embedding_size"] is None
+    assert module.hparams["pretrained"] == str(files["state_dict"])
+    assert module.hparams["embedding_size"] is None
     a, b = face_batch(3, SIDE, seed=1), face_batch(3, SIDE, seed=2)
     with torch.no_grad():
         expected = F.cosine_similarity(arcface(a), arcface(b))
@@ -47,7 +48,8 @@ def test_state_dict_backbone_trains_and_scores_pairs_like_the_original(arcface, 
     loss = module.train().training_step({"image": a, "label": torch.tensor([0, 1, 4])}, 0)
     loss.backward()
     assert torch.isfinite(loss)
-    assert module.backbone.layer4[0].conv2.weight.grad is not None and module.head.weight.grad is not None
+    assert module.backbone.layer4[0].conv2.weight.grad is not None
+    assert module.head.weight.grad is not None
 
 
 def test_onnx_backbone_fits_validates_and_is_explained(files, tmp_path):
@@ -67,7 +69,8 @@ def test_onnx_backbone_fits_validates_and_is_explained(files, tmp_path):
     )  # fmt: skip
     trainer.fit(module, datamodule)
     norms = [m for m in module.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert norms and all(int(m.num_batches_tracked) == 2 for m in norms)  # trained in train mode, as native
+    assert norms
+    assert all(int(m.num_batches_tracked) == 2 for m in norms)
     after = list(module.backbone.parameters())
     assert any(not torch.equal(x, y) for x, y in zip(before, after, strict=True))  # the ONNX weights were fine-tuned
     # the logged ROC AUC is the one of this network's pair scores on the validation batch
@@ -78,11 +81,15 @@ def test_onnx_backbone_fits_validates_and_is_explained(files, tmp_path):
     expected = float(metric.compute()["roc_auc"])
     assert float(trainer.callback_metrics["val/synthetic/roc_auc"]) == pytest.approx(expected, abs=1e-6)
     maps = callback.last_maps["gradcam"]["pos"]
-    assert maps.shape == (8, SIDE, SIDE) and torch.isfinite(maps).all() and maps.max() > 0
+    assert maps.shape == (8, SIDE, SIDE)
+    assert torch.isfinite(maps).all()
+    assert maps.max() > 0
 
 
 def test_checkpoint_of_a_pretrained_module_is_rebuilt_from_the_file(files, tmp_path):
-    module = VerificationModule(pretrained=str(files["onnx"]), num_identities=4, pretrained_options={"check_parity": False})
+    module = VerificationModule(
+        pretrained=str(files["onnx"]), num_identities=4, pretrained_options={"check_parity": False}
+    )
     with torch.no_grad():  # stands in for fine-tuning: the checkpoint must win over the file
         next(module.backbone.parameters()).mul_(0.5)
     path = tmp_path / "m.ckpt"
@@ -109,7 +116,9 @@ def test_conflicting_arguments(files, kwargs, message):
 
 def test_timm_backbone_kwargs_are_ignored_with_a_warning(files):
     with pytest.warns(UserWarning, match=rf"backbone_kwargs {{'img_size': 64}} are ignored: .* \({SIDE} px input\)"):
-        module = VerificationModule(pretrained=str(files["state_dict"]), num_identities=4, backbone_kwargs={"img_size": 64})
+        module = VerificationModule(
+            pretrained=str(files["state_dict"]), num_identities=4, backbone_kwargs={"img_size": 64}
+        )
     assert module.backbone.img_size == SIDE
 
 
@@ -120,7 +129,8 @@ def test_pretrained_options_without_pretrained():
 
 def test_default_embedding_size_is_unchanged_without_pretrained():
     module = VerificationModule(num_identities=4, backbone_kwargs={"img_size": 32}).eval()
-    assert module.head.weight.shape == (4, 128) and module(torch.zeros(1, 3, 32, 32)).shape == (1, 128)
+    assert module.head.weight.shape == (4, 128)
+    assert module(torch.zeros(1, 3, 32, 32)).shape == (1, 128)
 
 
 def test_load_module_checkpoint_refuses_other_files_with_one_safe_message(tmp_path: Path) -> None:

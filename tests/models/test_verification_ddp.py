@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -150,7 +151,6 @@ def test_ranks_that_saw_different_sets_log_the_single_process_values(tmp_path: P
             for key, value in expected_epoch.items():
                 where = f"rank {rank}, epoch {epoch}, {key}"
                 torch.testing.assert_close(got_epoch[key], value, rtol=0, atol=0, msg=where)
-
 
 
 def _validate(devices: int) -> dict[str, float]:

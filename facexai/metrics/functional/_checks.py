@@ -76,8 +76,7 @@ def check_curves(curves: Tensor, steps: int | None = None) -> None:
         raise ValueError(f"curves must have shape (N, steps + 1) with steps >= 1, got {tuple(curves.shape)}")
     if steps is not None and curves.shape[1] != steps + 1:
         raise ValueError(
-            f"this metric was built with steps={steps} and expects curves of {steps + 1} points, "
-            f"got {curves.shape[1]}"
+            f"this metric was built with steps={steps} and expects curves of {steps + 1} points, got {curves.shape[1]}"
         )
     if not curves.isfinite().all():
         raise ValueError("curves contain NaN or Inf")

@@ -33,9 +33,7 @@ def _stencil(device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.tensor([[c, d, c], [d, 0.0, d], [c, d, c]], device=device, dtype=dtype).view(1, 1, 3, 3)
 
 
-def _batched_pcg(
-    apply_a: Callable[[Tensor], Tensor], b: Tensor, diag: Tensor, tol: float, max_iter: int
-) -> Tensor:
+def _batched_pcg(apply_a: Callable[[Tensor], Tensor], b: Tensor, diag: Tensor, tol: float, max_iter: int) -> Tensor:
     """Jacobi-preconditioned CG on independent systems (B, 1, H, W); stops when all converge."""
     x = torch.zeros_like(b)
     r = b.clone()
@@ -57,9 +55,7 @@ def _batched_pcg(
     return x
 
 
-def linear_imputation(
-    images: Tensor, removed: Tensor, tol: float = 1e-6, max_iter: int | None = None
-) -> Tensor:
+def linear_imputation(images: Tensor, removed: Tensor, tol: float = 1e-6, max_iter: int | None = None) -> Tensor:
     """Removed pixels replaced by the joint weighted mean of their neighbours (no noise).
 
     Args:

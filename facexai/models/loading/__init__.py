@@ -7,7 +7,6 @@ because each has its own failure modes and tests, and so that ``onnx`` / ``onnx2
 to import) are only imported when an ONNX file is actually loaded.
 """
 
-
 # One helper for every loader and exporter message: a long cause (onnxruntime appends stack
 # traces) stays one line.
 from facexai.export.metadata import first_line  # noqa: E402

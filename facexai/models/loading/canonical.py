@@ -24,7 +24,12 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 #: onnx2torch module types that :func:`canonicalise` replaces (tests check none remain)
 ONNX_SPECIFIC = (OnnxBatchNorm, OnnxPReLU, OnnxBinaryMathOperation, OnnxCopyIdentity)
-_BATCHNORM_BY_RANK: dict[int, type[nn.Module]] = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+_BATCHNORM_BY_RANK: dict[int, type[nn.Module]] = {
+    2: nn.BatchNorm1d,
+    3: nn.BatchNorm1d,
+    4: nn.BatchNorm2d,
+    5: nn.BatchNorm3d,
+}
 _OPERATORS: dict[Callable[..., Tensor], Callable[..., Tensor]] = {
     torch.add: operator.add,
     torch.sub: operator.sub,

@@ -44,7 +44,7 @@ def clean_state_dict(state: Mapping[str, object], path: Path) -> dict[str, Tenso
         if not isinstance(key, str) or not isinstance(value, Tensor):
             raise ValueError(f"{path} is not a state dict: entry {key!r} is a {type(value).__name__}, not a tensor")
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
 
@@ -116,4 +116,6 @@ def torch_file(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and unpickler errors all mean "not a usable file"
-        raise ValueError(f"{path} is not a readable PyTorch weights file (corrupted or truncated?): {first_line(err)}") from err
+        raise ValueError(
+            f"{path} is not a readable PyTorch weights file (corrupted or truncated?): {first_line(err)}"
+        ) from err

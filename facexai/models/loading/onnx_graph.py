@@ -49,7 +49,9 @@ def image_input(model: onnx.ModelProto, path: Path) -> int | None:
         raise ValueError(f"{path} has {len(inputs)} graph inputs ({names}); a face model takes one image batch")
     dims = _dims(inputs[0])
     if len(dims) != 4 or dims[1] != 3:
-        raise ValueError(f"{path} input {inputs[0].name!r} has shape {_shape(dims)}; expected an image batch (N, 3, S, S)")
+        raise ValueError(
+            f"{path} input {inputs[0].name!r} has shape {_shape(dims)}; expected an image batch (N, 3, S, S)"
+        )
     height, width = dims[2], dims[3]
     if isinstance(height, int) and isinstance(width, int) and height != width:
         raise ValueError(f"{path} input is {height}x{width}; face models take square faces")
@@ -61,7 +63,9 @@ def embedding_output(model: onnx.ModelProto, path: Path) -> None:
     outputs = list(model.graph.output)
     if len(outputs) != 1:
         names = ", ".join(value.name for value in outputs)
-        raise ValueError(f"{path} has {len(outputs)} graph outputs ({names}); a face model returns one embedding (N, D)")
+        raise ValueError(
+            f"{path} has {len(outputs)} graph outputs ({names}); a face model returns one embedding (N, D)"
+        )
     if outputs[0].type.tensor_type.HasField("shape"):
         dims = _dims(outputs[0])
         if len(dims) != 2:
