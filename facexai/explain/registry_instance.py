@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from facexai.explain.base import Explainer
-from facexai.explain.registry import Registry
+from facexai.registry import Registry
 
 EXPLAINERS: Registry[Explainer] = Registry("explainer")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torchmetrics import Metric
 
-from facexai.explain.registry import Registry
+from facexai.registry import Registry
 from facexai.metrics.faithfulness import (
     AverageDrop,
     AverageDropInDeletion,

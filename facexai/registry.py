@@ -1,4 +1,4 @@
-"""A tiny name -> class registry so explainers can be built from strings and YAML."""
+"""The one name -> class registry: explainers and metrics are built from strings and YAML through it."""
 
 from __future__ import annotations
 
