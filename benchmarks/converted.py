@@ -20,6 +20,7 @@ exporter, opset 11).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -88,8 +89,8 @@ def time_explainers(native: nn.Module, converted: nn.Module, batch: int, repeats
     rows = []
     for name in names:
         explainer = create_explainer(name, **OPTIONS.get(name, {}))
-        on_native = lambda: explain_pairs(explainer, native, faces_a, faces_b)  # noqa: E731
-        on_converted = lambda: explain_pairs(explainer, converted, faces_a, faces_b)  # noqa: E731
+        on_native = functools.partial(explain_pairs, explainer, native, faces_a, faces_b)
+        on_converted = functools.partial(explain_pairs, explainer, converted, faces_a, faces_b)
         timed, floor = measure_against(on_converted, on_native, torch.device("cpu"), repeats)
         torch.manual_seed(0)
         maps_native = torch.cat(on_native())

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import json
 import math
 import os
@@ -253,8 +254,16 @@ def bench_model(spec: ModelSpec, config: Config, device: torch.device) -> dict[s
     return out
 
 
-def explainer_rows(spec: ModelSpec, model: nn.Module, images: Tensor, target: Target, floors: dict, config: Config,
-                   device: torch.device, functions: dict[str, Callable[[], object]]) -> list[dict[str, Any]]:  # fmt: skip
+def explainer_rows(
+    spec: ModelSpec,
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    floors: dict,
+    config: Config,
+    device: torch.device,
+    functions: dict[str, Callable[[], object]],
+) -> list[dict[str, Any]]:
     """One row per selected method on this batch, timed in alternation with its floor."""
     rows = []
     for name in config.methods:
@@ -262,11 +271,10 @@ def explainer_rows(spec: ModelSpec, model: nn.Module, images: Tensor, target: Ta
         config.options[name] = options
         explainer = create_explainer(name, **options)
         floor = floor_of(name, explainer)
-        timing, floor_timing = measure_against(_explain_fn(explainer, model, images, target), functions[floor],
-                                               device, config.repeats, config.warmup)  # fmt: skip
-        progress(
-            f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s ({floor} floor {floor_timing.seconds:.4g} s)"
-        )
+        explain = _explain_fn(explainer, model, images, target)
+        timing, floor_timing = measure_against(explain, functions[floor], device, config.repeats, config.warmup)
+        floor_s = floor_timing.seconds
+        progress(f"{spec.key} batch {len(images)} {name}: {timing.seconds:.4g} s ({floor} floor {floor_s:.4g} s)")
         per = options.get("iterations", 1) if name == "fame" else 1
         row = _row(spec.key, len(images), name, timing, floors["forward"].seconds,
                    (floor, floor_timing.seconds), per, options)  # fmt: skip
@@ -415,10 +423,15 @@ def _fit_epoch_durations(callbacks: list[Any], epochs: int, quick: bool, device:
                              callbacks=[*callbacks, Stamp()], enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, inference_mode=False)  # fmt: skip
         trainer.fit(module, datamodule=data)
-    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 # ----------------------------------------------------------------------------- output
+
+
+def _cell(text: str, width: int, column: int) -> str:
+    """The first column left-aligned (names), the others right-aligned (numbers)."""
+    return text.rjust(width) if column else text.ljust(width)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -433,7 +446,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
     """A plain-text table of ``rows`` with (key, title) columns."""
     cells = [[title for _, title in columns]] + [[_fmt(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))) for r in cells]
+    lines = ["  ".join(_cell(c, w, i) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

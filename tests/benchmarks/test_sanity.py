@@ -52,5 +52,5 @@ def test_option_overrides_merge_into_the_fast_options() -> None:
     assert options["fame"] == {**sanity.FAST_OPTIONS["fame"], "blur_kernel": 1}
     assert options["gradcam"] == {"target_layer": "layer3"}
     assert "blur_kernel" not in sanity.FAST_OPTIONS["fame"]  # the defaults are not modified
-    with pytest.raises(SystemExit, match="METHOD.OPTION=VALUE"):
+    with pytest.raises(SystemExit, match=r"METHOD\.OPTION=VALUE"):
         sanity.parse_options(["fame=1"])
