@@ -93,7 +93,8 @@ def read_pairs(
     pairs_file, image_root = Path(pairs_file), Path(image_root)
     if not pairs_file.is_file():
         raise FileNotFoundError(f"Pairs file not found: {pairs_file}")
-    lines = [(n, ln.split()) for n, ln in enumerate(_read_text(pairs_file).splitlines(), 1)]
+    text = read_utf8_text(pairs_file, PairsFileError, f"Pairs file {pairs_file}")
+    lines = [(n, ln.split()) for n, ln in enumerate(text.splitlines(), 1)]
     lines = [(n, tok) for n, tok in lines if tok and not tok[0].startswith("#")]
     if lines and all(_is_number(t) for t in lines[0][1]) and len(lines[0][1]) <= 2:
         lines = lines[1:]
@@ -105,11 +106,17 @@ def read_pairs(
     return pairs
 
 
-def _read_text(pairs_file: Path) -> str:
+def read_utf8_text(path: Path, error: type[ValueError], subject: str | None = None) -> str:
+    """The file's text, or ``error`` naming ``subject`` (default: the path) and the first bad byte.
+
+    Files from outside (pairs lists, landmark files) are often saved in a legacy encoding; a
+    one-line error of the reader's own type says so, where a bare UnicodeDecodeError would not
+    name the file.
+    """
     try:
-        return pairs_file.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise PairsFileError(f"Pairs file {pairs_file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise error(f"{subject or path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def _is_number(token: str) -> bool:

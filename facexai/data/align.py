@@ -26,13 +26,14 @@ import os
 import reprlib
 import warnings
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from facexai.data.recordio import IMAGE_EXTENSIONS, decode_bgr
-from facexai.files import ImageFileError
+from facexai.data.image_codec import decode_bgr
+from facexai.files import IMAGE_EXTENSIONS, ImageFileError, read_utf8_text
 from facexai.writing import atomic_path, refuse_inputs
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class LandmarksFileError(ValueError):
     """A landmarks file is malformed; the message names the file and the line (CSV) or key (JSON)."""
 
 
-def _face_align():
+def _face_align() -> ModuleType:
     """Insightface's face_align module, imported on use (importing insightface takes seconds)."""
     from insightface.utils import face_align
 
@@ -122,16 +123,9 @@ def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise LandmarksFileError(f"{path}: unsupported landmarks format {suffix!r}; use .csv or .json")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise LandmarksFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-
-
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
     result: dict[str, np.ndarray] = {}
-    reader = csv.reader(_read_text(path).splitlines())
+    reader = csv.reader(read_utf8_text(path, LandmarksFileError).splitlines())
     try:
         for row in reader:
             _csv_row(result, row, reader.line_num, path)
@@ -161,8 +155,10 @@ def _is_header(row: list[str]) -> bool:
 
 
 def _parse_points(cells: list[str], where: str) -> np.ndarray:
-    """Ten coordinates as float32 (5, 2), finite after the cast (1e39 is a finite float64 but inf
-    in float32, which the warp would only reject later, without naming the line).
+    """Ten coordinates as float32 (5, 2), finite after the cast.
+
+    1e39 is a finite float64 but inf in float32, which the warp would only reject later, without
+    naming the line.
     """
     try:
         values = [float(cell) for cell in cells]
@@ -176,7 +172,7 @@ def _parse_points(cells: list[str], where: str) -> np.ndarray:
 
 
 def _read_json(path: Path) -> dict[str, np.ndarray]:
-    text = _read_text(path)
+    text = read_utf8_text(path, LandmarksFileError)
     try:
         data = json.loads(text)
     except RecursionError:

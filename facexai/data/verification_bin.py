@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facexai.data.recordio import decode_image, encode_image
+from facexai.data.image_codec import decode_image, encode_image
 from facexai.data.transforms import normalise
 from facexai.writing import atomic_path
 

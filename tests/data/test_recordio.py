@@ -274,6 +274,28 @@ def test_pack_refuses_undecodable_image(face_folder, tmp_path: Path) -> None:
         pack_image_folder(root, tmp_path / "out")
 
 
+def test_pack_names_an_image_above_the_pixel_limit(face_folder, tmp_path: Path) -> None:
+    root = face_folder[0]
+    (root / "id1" / "huge.png").write_bytes(_png_header_only(20_000, 20_000))
+    with pytest.raises(ImageFileError, match=r"huge\.png: .*400000000 pixels"):
+        pack_image_folder(root, tmp_path / "out")
+    assert not (tmp_path / "out" / "train.rec").exists()
+
+
+@pytest.mark.parametrize("ext", [".tif", ".tiff", ".webp"])
+def test_pack_accepts_every_image_extension_the_folders_accept(tmp_path: Path, ext: str) -> None:
+    """pack-rec reads files.IMAGE_EXTENSIONS, as the folder modules do; these formats decode losslessly here."""
+    rng = np.random.default_rng(9)
+    image = _image(rng)
+    (tmp_path / "faces" / "id0").mkdir(parents=True)
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else []  # quality above 100: lossless WebP
+    assert cv2.imwrite(str(tmp_path / "faces" / "id0" / f"a{ext}"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    assert pack_image_folder(tmp_path / "faces", tmp_path / "rec").num_images == 1
+    decoded, label = RecordIODataset(tmp_path / "rec").read_image(0)
+    assert label == 0
+    assert np.array_equal(decoded, image)
+
+
 def test_skip_corrupt_counts_and_logs_every_skipped_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(4)
     samples = [(_image(rng), label) for label in (0, 0, 1, 1, 2, 2)]
