@@ -27,7 +27,6 @@ exist only inside :func:`relevance_pass`; the backward pass runs without any hoo
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,17 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from facexai.explain.layer_rules import FGRule, layer_rule
 from facexai.explain.layers import get_layer
 
-#: leaf types whose ordinary gradient x input already passes relevance through unchanged
-_NATURAL = (nn.ReLU, nn.PReLU, nn.LeakyReLU, nn.Identity, nn.modules.dropout._DropoutNd)
-#: layers linear in their input and in their weight: the (signed) z+ or the z^B rule
-_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
-#: normalisation layers, treated as element-wise (relevance passes through, biases excluded)
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-#: channel-attention gates y = x * gate(x) (timm's SE/ECA family, common SE class names): the
-#: gate is treated as a constant, so relevance passes through to x (the usual LRP treatment)
-_GATE_NAMES = re.compile(r"SqueezeExcit|SEModule|SELayer|SEBlock|EcaModule|GatherExcite")
 #: forwards that compute exactly F.conv*/F.linear(x, weight) + bias (see :func:`_is_plain`)
 _PLAIN_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward)
 #: z+ of signed inputs below this fraction of layer(|x|, |W|) counts as zero (float resolution)
@@ -61,15 +52,6 @@ BN_VARIANCE_RATIO = 4.0
 #: calibrated IResNets on faces measure 0.000, random running statistics 0.70-0.98 (see
 #: :func:`batchnorm_mismatch` and docs/explainers.md)
 BN_MISMATCH_SHARE = 0.25
-#: classes of ``torch.nn.modules.activation`` that are not element-wise
-_NOT_ELEMENTWISE = (
-    nn.GLU,
-    nn.MultiheadAttention,
-    nn.Softmax,
-    nn.Softmin,
-    nn.Softmax2d,
-    nn.LogSoftmax,
-)
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor, max_ratio: float = 1e20) -> Tensor:
@@ -231,29 +213,13 @@ def zbox(
     return ratio_output(output, contributions)
 
 
-def _is_activation(module: nn.Module) -> bool:
-    if isinstance(module, _NOT_ELEMENTWISE):
-        return False
-    owners = {cls.__module__ for cls in type(module).__mro__}
-    return "torch.nn.modules.activation" in owners or any(
-        owner.startswith("timm.layers.activations") for owner in owners
-    )
-
-
-def rule_kind(module: nn.Module) -> str | None:
+def rule_kind(module: nn.Module) -> FGRule | None:
     """Which rule a module gets: "linear", "elementwise", or None (ordinary gradient).
 
-    Only modules of the region between ``explain_at`` and the CAM layer use their rule.
+    The FG-CAM column of :data:`facexai.explain.layer_rules.LAYER_RULES`. Only modules of the
+    region between ``explain_at`` and the CAM layer use their rule.
     """
-    if isinstance(module, _LINEAR):
-        return "linear"
-    if isinstance(module, _NATURAL):
-        return None
-    if isinstance(module, _NORMS) or _is_activation(module):
-        return "elementwise"
-    if _GATE_NAMES.search(type(module).__name__):
-        return "elementwise"
-    return None
+    return layer_rule(module).fgcam
 
 
 class RelevanceTape:

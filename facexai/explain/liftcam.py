@@ -19,14 +19,13 @@ from torch import Tensor, nn
 
 from facexai.explain._cam import CAMExplainer
 from facexai.explain.base import float32_forward
+from facexai.explain.layer_rules import LiftRule, layer_rule
 from facexai.explain.layers import as_leaf, capture_output
 from facexai.explain.registry_instance import register_explainer
 from facexai.explain.targets import SimilarityTarget, Target
 
 #: |x - x0| below which a unit counts as unchanged and keeps its gradient (captum's DeepLift eps)
 EPS = 1e-10
-#: classes of torch.nn.modules.activation (and look-alikes) that are not element-wise
-NOT_ELEMENTWISE = frozenset({"Softmax", "Softmin", "LogSoftmax", "Softmax2d", "GLU", "MultiheadAttention"})
 #: integration points for targets other than the built-in ones (exact for linear targets)
 IG_STEPS = 32
 
@@ -173,19 +172,14 @@ def deeplift_rules(model: nn.Module, rows: int, active: Callable[[], bool]) -> I
             handle.remove()
 
 
-def rule_kind(module: nn.Module) -> str | None:
+def rule_kind(module: nn.Module) -> LiftRule | None:
     """The DeepLIFT rule of a module: "max", "rescale" or ``None`` (ordinary gradients).
 
     "max" for max-pooling modules, "rescale" for element-wise nonlinearities (found by class
-    family, not by architecture), ``None`` for linear or unknown modules.
+    family, not by architecture), ``None`` for linear or unknown modules: the LIFT-CAM column of
+    :data:`facexai.explain.layer_rules.LAYER_RULES`.
     """
-    names = [cls.__name__ for cls in type(module).__mro__]
-    if any("MaxPool" in n and "Fractional" not in n for n in names):
-        return "max"
-    if any(n in NOT_ELEMENTWISE for n in names):
-        return None
-    origins = [cls.__module__ for cls in type(module).__mro__ if cls is not nn.Module]
-    return "rescale" if any("activation" in origin for origin in origins) else None
+    return layer_rule(module).liftcam
 
 
 def _attach_rule(module: nn.Module, max_rule: bool, rows: int, active: Callable[[], bool]) -> list:
