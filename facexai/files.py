@@ -244,7 +244,8 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                check_pixel_count(*img.size, path)
+                width, height = img.size
+                check_pixel_count(width, height, path)
                 return _to_rgb_array(img, size)
     except ImageFileError:
         raise
@@ -258,5 +259,5 @@ def _to_rgb_array(img: Image.Image, size: int | None) -> np.ndarray:
     """Decode, convert to RGB and resize."""
     img = img.convert("RGB")
     if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8).copy()

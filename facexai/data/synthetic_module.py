@@ -77,41 +77,54 @@ class SyntheticFacesDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        train_ids = sample_identities(hp.num_identities, torch.Generator().manual_seed(identity_seed(hp.seed, "ids")))
-        labels = torch.arange(hp.num_identities).repeat_interleave(hp.images_per_identity)
-        images, masks = generate_faces(labels, train_ids, hp.image_size, identity_seed(hp.seed, "train"))
-        self.train_set = ImageTensorDataset(images, labels, masks, self.augmentation)
-        self.val_set = self._validation_set(train_ids)
+        """Generate the faces once; the loaders call it too, so the module works without a Trainer."""
+        self._datasets()
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        """(training set, validation set), generated on first use."""
+        if self.train_set is None or self.val_set is None:
+            self.train_set, self.val_set = self._generate()
+        return self.train_set, self.val_set
+
+    def _generate(self) -> tuple[Dataset, Dataset]:
+        hp = self.hparams  # saved constructor arguments, read by key: their types are the signature's
+        seed, size = hp["seed"], hp["image_size"]
+        train_ids = sample_identities(hp["num_identities"], torch.Generator().manual_seed(identity_seed(seed, "ids")))
+        labels = torch.arange(hp["num_identities"]).repeat_interleave(hp["images_per_identity"])
+        images, masks = generate_faces(labels, train_ids, size, identity_seed(seed, "train"))
+        return ImageTensorDataset(images, labels, masks, self.augmentation), self._validation_set(train_ids)
 
     def _validation_set(self, train_ids: Any) -> Dataset:
         hp = self.hparams
+        seed, size = hp["seed"], hp["image_size"]
         if self.task == "classification":
-            labels = torch.arange(hp.num_identities).repeat_interleave(hp.val_images_per_identity)
-            images, masks = generate_faces(labels, train_ids, hp.image_size, identity_seed(hp.seed, "val"))
+            labels = torch.arange(hp["num_identities"]).repeat_interleave(hp["val_images_per_identity"])
+            images, masks = generate_faces(labels, train_ids, size, identity_seed(seed, "val"))
             return ImageTensorDataset(images, labels, masks)
         val_ids = sample_identities(
-            hp.num_val_identities, torch.Generator().manual_seed(identity_seed(hp.seed, "val_ids"))
+            hp["num_val_identities"], torch.Generator().manual_seed(identity_seed(seed, "val_ids"))
         )
-        labels = torch.arange(hp.num_val_identities).repeat_interleave(hp.val_images_per_identity)
-        images, masks = generate_faces(labels, val_ids, hp.image_size, identity_seed(hp.seed, "val"))
-        pairs = make_pairs(labels, hp.num_val_pairs, torch.Generator().manual_seed(identity_seed(hp.seed, "pairs")))
+        labels = torch.arange(hp["num_val_identities"]).repeat_interleave(hp["val_images_per_identity"])
+        images, masks = generate_faces(labels, val_ids, size, identity_seed(seed, "val"))
+        pairs = make_pairs(labels, hp["num_val_pairs"], torch.Generator().manual_seed(identity_seed(seed, "pairs")))
         return PairTensorDataset(images, *pairs, masks=masks)
 
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return make_loader(dataset, self.hparams["batch_size"], self.hparams["num_workers"], shuffle=shuffle)
+
     def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=True)
+        """Shuffled training faces with labels and identity-region masks."""
+        return self._loader(self._datasets()[0], shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        self.setup()
-        val_set = IndexedPairs(self.val_set) if self.task == "verification" else self.val_set
-        return make_loader(val_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
+        """Pairs of unseen identities (verification) or new images of the training identities."""
+        val_set = self._datasets()[1]
+        return self._loader(IndexedPairs(val_set) if self.task == "verification" else val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """The validation data again: the generator has no separate test split."""
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        self.setup()
-        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, shuffle=False)
+        """The training faces in order, for explaining or embedding them."""
+        return self._loader(self._datasets()[0], shuffle=False)
