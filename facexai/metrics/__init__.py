@@ -4,17 +4,15 @@ Every metric is a ``torchmetrics.Metric`` whose ``update`` takes tensors (curves
 never a model; the model-dependent steps and the function twins live in
 :mod:`facexai.metrics.functional`. Build metrics by name with :func:`create_metric`.
 
-What each ``update`` takes:
+Each class declares what its ``update`` takes in ``inputs`` (one of the kinds in
+:mod:`facexai.metrics.inputs`: deletion or insertion curves, clean and kept or deleted scores,
+maps, maps and masks, ROAD curves, pair curves and labels, ...), so the explanation pipeline
+(:mod:`facexai.pipeline`) feeds any registered metric without a table. A new metric is one class
+registered with :func:`register_metric` plus its functional twin; see ``docs/metrics.md``.
 
-- ``DeletionAUC`` / ``InsertionAUC``: ``curves`` (N, steps + 1) from ``perturbation_curves``.
-- ``AverageDrop`` / ``IncreaseInConfidence``: ``scores`` Y, ``masked_scores`` O from
-  ``masked_scores``; ``AverageDropInDeletion``: ``scores`` Y, ``deleted_scores`` D.
-- ``PointingGame`` / ``EnergyPointingGame``: ``maps`` (N, H, W), ``masks`` (N, H, W).
-- ``Sparsity`` / ``Complexity``: ``maps``; ``RandomisationSanity``: ``maps``, ``randomised_maps``.
-- ``ROADMoRF`` / ``ROADLeRF``: ``curves`` (N, P) from ``road_curves``.
-- ``VerificationDeletionAUC`` / ``VerificationInsertionAUC``: pair ``curves`` (M, steps + 1) from
-  ``verification_perturbation_curves``, ``issame`` (M,).
-- ``PairVerificationMetrics``: pair ``scores`` (M,), ``issame`` (M,).
+>>> from facexai.metrics import create_metric
+>>> create_metric("insertion_auc", steps=10).settings
+{'steps': 10, 'baseline': 'blur', 'score': 'probability'}
 """
 
 from facexai.metrics.faithfulness import (
@@ -26,6 +24,7 @@ from facexai.metrics.faithfulness import (
     ROADLeRF,
     ROADMoRF,
 )
+from facexai.metrics.inputs import DeclaredMetric
 from facexai.metrics.localisation import (
     Complexity,
     EnergyPointingGame,
@@ -34,7 +33,7 @@ from facexai.metrics.localisation import (
     Sparsity,
 )
 from facexai.metrics.pairs import VerificationDeletionAUC, VerificationInsertionAUC
-from facexai.metrics.registry import available_metrics, create_metric, metric_class
+from facexai.metrics.registry import available_metrics, create_metric, metric_class, register_metric
 from facexai.metrics.verification import (
     VERIFICATION_KEYS,
     PairVerificationMetrics,
@@ -46,6 +45,7 @@ __all__ = [
     "AverageDrop",
     "AverageDropInDeletion",
     "Complexity",
+    "DeclaredMetric",
     "DeletionAUC",
     "EnergyPointingGame",
     "IncreaseInConfidence",
@@ -61,5 +61,6 @@ __all__ = [
     "available_metrics",
     "create_metric",
     "metric_class",
+    "register_metric",
     "verification_metrics",
 ]

@@ -2,18 +2,19 @@
 
 Most metrics here are a mean of per-sample values, so their state is a running sum and a count
 (``dist_reduce_fx="sum"``): exact under DDP, tiny in checkpoints. Every metric records its
-settings, because a faithfulness number is meaningless without them (METRICS.md).
+settings, because a faithfulness number is meaningless without them (``docs/metrics.md``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
+from facexai.metrics.functional._reduce import mean_compute
 from facexai.metrics.functional.perturbation import BASELINES
+from facexai.metrics.inputs import DeclaredMetric
 
 
 def settings_name(key: str, settings: dict[str, Any]) -> str:
@@ -35,13 +36,14 @@ def check_label(value: str, what: str) -> None:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
 
 
-class _MeanMetric(Metric):
+class _MeanMetric(DeclaredMetric):
     """Running sum and count of per-sample values, plus a ``settings`` dict and ``log_name``.
 
-    Subclasses set ``key`` (the registry name), call ``self._accumulate`` from ``update`` with
-    the result of their functional twin's ``_update`` helper, and reduce in ``compute`` with the
-    twin's ``_compute`` helper. Curve metrics pass ``points`` to also keep a pointwise sum of
-    their curves, so the mean curve can be plotted.
+    Subclasses are registered with ``register_metric`` (which sets ``key``), declare their
+    ``inputs``, and call ``self._accumulate`` from ``update`` with the result of their
+    functional twin's ``_update`` helper; ``compute`` is the running mean unless a subclass
+    reduces otherwise. Curve metrics pass ``points`` to also keep a pointwise sum of their
+    curves, so the mean curve can be plotted.
 
     Args:
         settings: what the number depends on (steps, baseline, score type, ...).
@@ -51,7 +53,6 @@ class _MeanMetric(Metric):
 
     full_state_update = False
     is_differentiable = False
-    key: ClassVar[str] = ""
     total: Tensor
     count: Tensor
     curve_total: Tensor
@@ -76,6 +77,10 @@ class _MeanMetric(Metric):
         if curve_total is not None:
             self.curve_total += curve_total.to(self.curve_total)
 
+    def compute(self) -> Tensor:
+        """Mean of the per-sample values seen (NaN before any update)."""
+        return mean_compute(self.total, self.count)
+
     def mean_curve(self) -> Tensor:
         """Mean curve (points,) over every curve seen, synced across processes (for plots)."""
         if self.points is None:
@@ -90,4 +95,5 @@ class _MeanMetric(Metric):
         return torch.linspace(0.0, 1.0, self.points, device=self.curve_total.device)
 
     def extra_repr(self) -> str:
+        """The settings, shown in the metric's ``repr``."""
         return ", ".join(f"{name}={value!r}" for name, value in self.settings.items())

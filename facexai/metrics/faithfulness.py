@@ -8,13 +8,13 @@ metric never owns a model and ``update`` needs no gradients.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from facexai.metrics._base import _MeanMetric, check_baseline_name, check_label
 from facexai.metrics.functional._checks import check_steps
-from facexai.metrics.functional._reduce import mean_compute, percent_compute
+from facexai.metrics.functional._reduce import percent_compute
 from facexai.metrics.functional.confidence import (
     _average_drop_update,
     _drop_in_deletion_update,
@@ -23,6 +23,8 @@ from facexai.metrics.functional.confidence import (
 )
 from facexai.metrics.functional.perturbation import DEFAULT_BASELINES, _auc_update
 from facexai.metrics.functional.road import DEFAULT_PERCENTAGES, _road_update
+from facexai.metrics.inputs import DELETED_SCORES, DELETION_CURVES, INSERTION_CURVES, KEPT_SCORES, ROAD_CURVES
+from facexai.metrics.registry import register_metric
 
 
 def _curve_settings(steps: int, baseline: str, score: str) -> dict[str, Any]:
@@ -40,71 +42,64 @@ def _confidence_settings(score: str, form: str | None) -> dict[str, Any]:
     return {"score": score, "form": form}
 
 
-class DeletionAUC(_MeanMetric):
+class _CurveAUC(_MeanMetric):
+    """Mean area under deletion or insertion curves; subclasses fix ``mode`` and ``inputs``.
+
+    Args:
+        steps: number of steps the curves were computed with (checked in ``update``).
+        baseline: name of the baseline used ("zero", "blur", "mean" or "custom"); recorded.
+            ``None``: the mode's default, "zero" for deletion and "blur" for insertion.
+        score: what the curves score ("probability", "logit", "cosine", ...); recorded.
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    mode: ClassVar[str] = ""
+
+    def __init__(self, steps: int = 50, baseline: str | None = None, score: str = "probability", **kwargs: Any) -> None:
+        baseline = DEFAULT_BASELINES[self.mode] if baseline is None else baseline
+        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
+        self.steps, self.baseline, self.score = steps, baseline, score
+
+    def update(self, curves: Tensor) -> None:
+        """Add curves (N, steps + 1)."""
+        self._accumulate(*_auc_update(curves, self.steps))
+
+
+@register_metric("deletion_auc")
+class DeletionAUC(_CurveAUC):
     """Mean deletion AUC (RISE, Petsiuk et al., BMVC 2018, arXiv 1806.07421); lower is better.
 
     ``update(curves)`` takes deletion curves (N, steps + 1) from
     ``perturbation_curves(..., mode="deletion")``. For a face pair's e- map, pass curves of the
     "dissimilar" score 1 - s, so that lower stays better. ``mean_curve()`` gives the mean curve.
+    Arguments as in :class:`_CurveAUC`; the default baseline is "zero".
 
-    Args:
-        steps: number of deletion steps the curves were computed with (checked in ``update``).
-        baseline: name of the baseline used ("zero", "blur", "mean" or "custom"); recorded.
-        score: what the curves score ("probability", "logit", "cosine", ...); recorded.
-        **kwargs: ``torchmetrics.Metric`` options.
+    >>> import torch
+    >>> metric = DeletionAUC(steps=2)
+    >>> metric.update(torch.tensor([[1.0, 0.5, 0.0]]))
+    >>> float(metric.compute())
+    0.5
     """
 
-    key = "deletion_auc"
+    mode = "deletion"
+    inputs = DELETION_CURVES
     higher_is_better = False
 
-    def __init__(
-        self,
-        steps: int = 50,
-        baseline: str = DEFAULT_BASELINES["deletion"],
-        score: str = "probability",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
-        self.steps, self.baseline, self.score = steps, baseline, score
 
-    def update(self, curves: Tensor) -> None:
-        """Add deletion curves (N, steps + 1)."""
-        self._accumulate(*_auc_update(curves, self.steps))
-
-    def compute(self) -> Tensor:
-        """Mean AUC over every curve seen (NaN before any update)."""
-        return mean_compute(self.total, self.count)
-
-
-class InsertionAUC(_MeanMetric):
-    """Mean insertion AUC (RISE); higher is better. Default baseline "blur" (METRICS.md).
+@register_metric("insertion_auc")
+class InsertionAUC(_CurveAUC):
+    """Mean insertion AUC (RISE); higher is better. Default baseline "blur" (``docs/metrics.md``).
 
     ``update(curves)`` takes insertion curves (N, steps + 1) from
     ``perturbation_curves(..., mode="insertion")``. Arguments as in :class:`DeletionAUC`.
     """
 
-    key = "insertion_auc"
+    mode = "insertion"
+    inputs = INSERTION_CURVES
     higher_is_better = True
 
-    def __init__(
-        self,
-        steps: int = 50,
-        baseline: str = DEFAULT_BASELINES["insertion"],
-        score: str = "probability",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
-        self.steps, self.baseline, self.score = steps, baseline, score
 
-    def update(self, curves: Tensor) -> None:
-        """Add insertion curves (N, steps + 1)."""
-        self._accumulate(*_auc_update(curves, self.steps))
-
-    def compute(self) -> Tensor:
-        """Mean AUC over every curve seen (NaN before any update)."""
-        return mean_compute(self.total, self.count)
-
-
+@register_metric("average_drop")
 class AverageDrop(_MeanMetric):
     """Average Drop in % (Grad-CAM++, Chattopadhay et al., WACV 2018); lower is better.
 
@@ -117,7 +112,7 @@ class AverageDrop(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "average_drop"
+    inputs = KEPT_SCORES
     higher_is_better = False
 
     def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
@@ -133,6 +128,7 @@ class AverageDrop(_MeanMetric):
         return percent_compute(self.total, self.count)
 
 
+@register_metric("increase_in_confidence")
 class IncreaseInConfidence(_MeanMetric):
     """Increase in Confidence in %, share of samples with O > Y (Grad-CAM++); higher is better.
 
@@ -141,7 +137,7 @@ class IncreaseInConfidence(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "increase_in_confidence"
+    inputs = KEPT_SCORES
     higher_is_better = True
 
     def __init__(self, score: str = "probability", **kwargs: Any) -> None:
@@ -157,6 +153,7 @@ class IncreaseInConfidence(_MeanMetric):
         return percent_compute(self.total, self.count)
 
 
+@register_metric("average_drop_in_deletion")
 class AverageDropInDeletion(_MeanMetric):
     """Average Drop in Deletion in % (LIFT-CAM, Jung & Oh, ICCV 2021); higher is better.
 
@@ -168,7 +165,7 @@ class AverageDropInDeletion(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "average_drop_in_deletion"
+    inputs = DELETED_SCORES
     higher_is_better = True
 
     def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
@@ -194,11 +191,8 @@ def _road_settings(percentages: tuple[float, ...], noise_std: float, score: str)
     return {"percentages": span, "noise": noise_std, "score": score}
 
 
-class ROADMoRF(_MeanMetric):
-    """ROAD, most relevant first (Rong et al., ICML 2022, arXiv 2202.00449); lower is better.
-
-    ``update(curves)`` with scores (N, P) from ``road_curves(..., order="morf")``; the value is
-    the mean score over samples and percentages. ``mean_curve()`` gives the mean curve.
+class _ROAD(_MeanMetric):
+    """Mean ROAD score over samples and removal percentages; subclasses fix ``order``.
 
     Args:
         percentages: removal percentages the curves were computed with (checked by length).
@@ -207,8 +201,8 @@ class ROADMoRF(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "road_morf"
-    higher_is_better = False
+    inputs = ROAD_CURVES
+    order: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -226,36 +220,26 @@ class ROADMoRF(_MeanMetric):
         """Add ROAD curves (N, P)."""
         self._accumulate(*_road_update(curves, len(self.percentages)))
 
-    def compute(self) -> Tensor:
-        """Mean score over samples and percentages (NaN before any update)."""
-        return mean_compute(self.total, self.count)
+
+@register_metric("road_morf")
+class ROADMoRF(_ROAD):
+    """ROAD, most relevant first (Rong et al., ICML 2022, arXiv 2202.00449); lower is better.
+
+    ``update(curves)`` with scores (N, P) from ``road_curves(..., order="morf")``; the value is
+    the mean score over samples and percentages. ``mean_curve()`` gives the mean curve.
+    Arguments as in :class:`_ROAD`.
+    """
+
+    order = "morf"
+    higher_is_better = False
 
 
-class ROADLeRF(_MeanMetric):
+@register_metric("road_lerf")
+class ROADLeRF(_ROAD):
     """ROAD, least relevant first; higher is better. Arguments as in :class:`ROADMoRF`.
 
     ``update(curves)`` with scores (N, P) from ``road_curves(..., order="lerf")``.
     """
 
-    key = "road_lerf"
+    order = "lerf"
     higher_is_better = True
-
-    def __init__(
-        self,
-        percentages: tuple[float, ...] = DEFAULT_PERCENTAGES,
-        noise_std: float = 0.01,
-        score: str = "probability",
-        **kwargs: Any,
-    ) -> None:
-        percentages = tuple(percentages)
-        settings = _road_settings(percentages, noise_std, score)
-        super().__init__(settings, points=len(percentages), **kwargs)
-        self.percentages, self.noise_std, self.score = percentages, noise_std, score
-
-    def update(self, curves: Tensor) -> None:
-        """Add ROAD curves (N, P)."""
-        self._accumulate(*_road_update(curves, len(self.percentages)))
-
-    def compute(self) -> Tensor:
-        """Mean score over samples and percentages (NaN before any update)."""
-        return mean_compute(self.total, self.count)

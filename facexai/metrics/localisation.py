@@ -11,7 +11,6 @@ from typing import Any
 from torch import Tensor
 
 from facexai.metrics._base import _MeanMetric
-from facexai.metrics.functional._reduce import mean_compute
 from facexai.metrics.functional.localisation import (
     _energy_update,
     _pointing_update,
@@ -19,8 +18,11 @@ from facexai.metrics.functional.localisation import (
 )
 from facexai.metrics.functional.map_complexity import _complexity_update, _sparsity_update
 from facexai.metrics.functional.sanity import _sanity_update
+from facexai.metrics.inputs import MAPS, MAPS_AND_MASKS, RANDOMISED_MAPS
+from facexai.metrics.registry import register_metric
 
 
+@register_metric("pointing_game")
 class PointingGame(_MeanMetric):
     """Share of maps whose maximum lies in the ground-truth mask (Zhang et al., ECCV 2016).
 
@@ -32,7 +34,7 @@ class PointingGame(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "pointing_game"
+    inputs = MAPS_AND_MASKS
     higher_is_better = True
 
     def __init__(self, tolerance: int = 0, **kwargs: Any) -> None:
@@ -44,74 +46,53 @@ class PointingGame(_MeanMetric):
         """Add maps (N, H, W) and boolean masks (N, H, W)."""
         self._accumulate(*_pointing_update(maps, masks, self.tolerance))
 
-    def compute(self) -> Tensor:
-        """Hit rate over samples with a non-empty mask (NaN if none)."""
-        return mean_compute(self.total, self.count)
 
-
+@register_metric("energy_pointing_game")
 class EnergyPointingGame(_MeanMetric):
     """Mean share of map mass inside the mask (Score-CAM, Wang et al., CVPRW 2020); higher is better.
 
     ``update(maps, masks)``; empty masks are skipped.
     """
 
-    key = "energy_pointing_game"
+    inputs = MAPS_AND_MASKS
     higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__({}, **kwargs)
 
     def update(self, maps: Tensor, masks: Tensor) -> None:
         """Add maps (N, H, W) and boolean masks (N, H, W)."""
         self._accumulate(*_energy_update(maps, masks))
 
-    def compute(self) -> Tensor:
-        """Mean energy share over samples with a non-empty mask (NaN if none)."""
-        return mean_compute(self.total, self.count)
 
-
+@register_metric("sparsity")
 class Sparsity(_MeanMetric):
     """Mean Gini index of the maps (Chalasani et al., ICML 2020); higher = more concise.
 
     ``update(maps)`` with non-negative maps (N, H, W).
     """
 
-    key = "sparsity"
+    inputs = MAPS
     higher_is_better = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__({}, **kwargs)
 
     def update(self, maps: Tensor) -> None:
         """Add maps (N, H, W)."""
         self._accumulate(*_sparsity_update(maps))
 
-    def compute(self) -> Tensor:
-        """Mean Gini index (NaN before any update)."""
-        return mean_compute(self.total, self.count)
 
-
+@register_metric("complexity")
 class Complexity(_MeanMetric):
     """Mean entropy (nats) of the maps normalised to sum 1; lower = less complex.
 
     ``update(maps)`` with non-negative maps (N, H, W).
     """
 
-    key = "complexity"
+    inputs = MAPS
     higher_is_better = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__({}, **kwargs)
 
     def update(self, maps: Tensor) -> None:
         """Add maps (N, H, W)."""
         self._accumulate(*_complexity_update(maps))
 
-    def compute(self) -> Tensor:
-        """Mean entropy (NaN before any update)."""
-        return mean_compute(self.total, self.count)
 
-
+@register_metric("randomisation_sanity")
 class RandomisationSanity(_MeanMetric):
     """Mean Spearman correlation between maps of the trained and a randomised model.
 
@@ -124,7 +105,8 @@ class RandomisationSanity(_MeanMetric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key = "randomisation_sanity"
+    inputs = RANDOMISED_MAPS
+    refusal = "it needs the maps of a re-initialised copy of the model"
     higher_is_better = False
 
     def __init__(self, randomised: str = "top", **kwargs: Any) -> None:
@@ -134,7 +116,3 @@ class RandomisationSanity(_MeanMetric):
     def update(self, maps: Tensor, randomised_maps: Tensor) -> None:
         """Add maps (N, H, W) of the trained model and of the randomised one."""
         self._accumulate(*_sanity_update(maps, randomised_maps))
-
-    def compute(self) -> Tensor:
-        """Mean Spearman correlation (NaN before any update)."""
-        return mean_compute(self.total, self.count)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -21,10 +21,15 @@ from facexai.metrics._base import check_baseline_name, settings_name
 from facexai.metrics._sync import fill_empty_cat_states
 from facexai.metrics.functional._checks import check_steps
 from facexai.metrics.functional.pairs import _pair_curve_compute, _pair_curve_update
+from facexai.metrics.inputs import PAIR_CURVES, DeclaredMetric
+from facexai.metrics.registry import register_metric
 
 
-class _PairCurveAUC(Metric):
-    """Pair curves and labels in "cat" states; subclasses fix ``mode`` and ``key``.
+class _PairCurveAUC(DeclaredMetric):
+    """Pair curves and labels in "cat" states; subclasses fix ``mode``.
+
+    Where the threshold is undefined (the pairs are all genuine or all impostor) every value is
+    NaN, with a warning, rather than a number computed from a meaningless threshold.
 
     Args:
         steps: P = 100 k / steps % (default 10: 0, 10, ..., 100).
@@ -32,8 +37,9 @@ class _PairCurveAUC(Metric):
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
-    key: ClassVar[str] = ""
     mode: ClassVar[str] = ""
+    inputs = PAIR_CURVES
+    dataset_level = True
     full_state_update = False
     is_differentiable = False
     curves: list[Tensor]
@@ -66,7 +72,15 @@ class _PairCurveAUC(Metric):
         super()._sync_dist(dist_sync_fn, process_group)
 
     def _result(self) -> tuple[Tensor, Tensor, Tensor]:
-        return _pair_curve_compute(dim_zero_cat(self.curves), dim_zero_cat(self.issame), self.mode)
+        curves, issame = dim_zero_cat(self.curves), dim_zero_cat(self.issame)
+        genuine = int(issame.sum())
+        if genuine in (0, len(issame)):
+            rank_zero_warn(
+                f"{self.key}: {genuine} genuine pairs of {len(issame)}; both kinds are needed, returning NaN"
+            )
+            nan = curves.new_tensor(float("nan"))
+            return nan, curves.new_full((self.steps + 1,), float("nan")), nan
+        return _pair_curve_compute(curves, issame, self.mode)
 
     def compute(self) -> Tensor:
         """AUC of accuracy over P in [0, 1] at the clean EER threshold."""
@@ -83,6 +97,7 @@ class _PairCurveAUC(Metric):
             return self._result()[0]
 
 
+@register_metric("verification_deletion_auc")
 class VerificationDeletionAUC(_PairCurveAUC):
     """Area under verification accuracy vs. fraction of probe pixels deleted; lower is better.
 
@@ -92,11 +107,11 @@ class VerificationDeletionAUC(_PairCurveAUC):
     Arguments: ``steps=10``, ``baseline="zero"`` (recorded), torchmetrics options.
     """
 
-    key: ClassVar[str] = "verification_deletion_auc"
-    mode: ClassVar[str] = "deletion"
+    mode = "deletion"
     higher_is_better = False
 
 
+@register_metric("verification_insertion_auc")
 class VerificationInsertionAUC(_PairCurveAUC):
     """Area under verification accuracy vs. fraction of probe pixels kept; higher is better.
 
@@ -105,6 +120,5 @@ class VerificationInsertionAUC(_PairCurveAUC):
     :class:`VerificationDeletionAUC`.
     """
 
-    key: ClassVar[str] = "verification_insertion_auc"
-    mode: ClassVar[str] = "insertion"
+    mode = "insertion"
     higher_is_better = True

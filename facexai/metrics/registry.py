@@ -1,50 +1,37 @@
-"""Metric names for YAML configs: ``create_metric("deletion_auc", steps=20)``."""
+"""Metric names for YAML configs: ``create_metric("deletion_auc", steps=20)``.
+
+Metric classes file themselves with :func:`register_metric` in their own module; importing
+:mod:`facexai.metrics` imports every such module, so the registry is complete once the package
+is loaded.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from torchmetrics import Metric
-
+from facexai.metrics.inputs import INPUT_KINDS, DeclaredMetric
 from facexai.registry import Registry
-from facexai.metrics.faithfulness import (
-    AverageDrop,
-    AverageDropInDeletion,
-    DeletionAUC,
-    IncreaseInConfidence,
-    InsertionAUC,
-    ROADLeRF,
-    ROADMoRF,
-)
-from facexai.metrics.localisation import (
-    Complexity,
-    EnergyPointingGame,
-    PointingGame,
-    RandomisationSanity,
-    Sparsity,
-)
-from facexai.metrics.pairs import VerificationDeletionAUC, VerificationInsertionAUC
-from facexai.metrics.verification import PairVerificationMetrics
 
-METRICS: Registry[Metric] = Registry("metric")
-for _name, _cls in {
-    "deletion_auc": DeletionAUC,
-    "insertion_auc": InsertionAUC,
-    "average_drop": AverageDrop,
-    "increase_in_confidence": IncreaseInConfidence,
-    "average_drop_in_deletion": AverageDropInDeletion,
-    "pointing_game": PointingGame,
-    "energy_pointing_game": EnergyPointingGame,
-    "sparsity": Sparsity,
-    "complexity": Complexity,
-    "randomisation_sanity": RandomisationSanity,
-    "road_morf": ROADMoRF,
-    "road_lerf": ROADLeRF,
-    "verification_deletion_auc": VerificationDeletionAUC,
-    "verification_insertion_auc": VerificationInsertionAUC,
-    "pair_verification": PairVerificationMetrics,
-}.items():
-    METRICS.register(_name)(_cls)
+METRICS: Registry[DeclaredMetric] = Registry("metric")
+M = TypeVar("M", bound=type[DeclaredMetric])
+
+
+def register_metric(name: str) -> Callable[[M], M]:
+    """Class decorator: file a metric class under ``name`` and record the name as its ``key``.
+
+    Raises:
+        ValueError: the class declares no known ``inputs`` kind (see :mod:`facexai.metrics.inputs`).
+    """
+
+    def wrap(cls: M) -> M:
+        if cls.inputs not in INPUT_KINDS:
+            raise ValueError(f"metric {name!r} must declare inputs, one of {', '.join(INPUT_KINDS)}")
+        cls.key = name
+        METRICS.register(name)(cls)
+        return cls
+
+    return wrap
 
 
 def available_metrics() -> list[str]:
@@ -52,13 +39,16 @@ def available_metrics() -> list[str]:
     return METRICS.names()
 
 
-def metric_class(name: str) -> type[Metric]:
+def metric_class(name: str) -> type[DeclaredMetric]:
     """The class registered as ``name``; ``ValueError`` listing the valid names if unknown."""
     return METRICS.get(name)
 
 
-def create_metric(name: str, **kwargs: Any) -> Metric:
+def create_metric(name: str, **kwargs: Any) -> DeclaredMetric:
     """Build the metric registered as ``name`` (case-insensitive) with keyword options.
+
+    >>> create_metric("deletion_auc", steps=20).log_name
+    'deletion_auc_steps-20_baseline-zero_score-probability'
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or a bad option value.

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from facexai.metrics._sync import fill_empty_cat_states
+from facexai.metrics.inputs import PAIR_SCORES, DeclaredMetric
+from facexai.metrics.registry import register_metric
 
 VERIFICATION_KEYS = (
     "roc_auc",
@@ -285,7 +286,8 @@ def _in_index_order(scores: Tensor, issame: Tensor, index: Tensor) -> tuple[Tens
     return scores[first], issame[first]
 
 
-class PairVerificationMetrics(Metric):
+@register_metric("pair_verification")
+class PairVerificationMetrics(DeclaredMetric):
     """Accumulates pair scores and labels; ``compute()`` returns :func:`verification_metrics`.
 
     Thresholds (EER, fold thresholds) are dataset-level, so all scores are kept ("cat" states)
@@ -304,7 +306,8 @@ class PairVerificationMetrics(Metric):
         n_folds: folds of the LFW-style accuracy.
     """
 
-    key: ClassVar[str] = "pair_verification"
+    inputs = PAIR_SCORES
+    refusal = "it measures the model, not the explanation (VerificationModule logs it)"
     full_state_update = False
     is_differentiable = False
     higher_is_better = None  # a dict: AUC/TAR/accuracy higher, EER lower

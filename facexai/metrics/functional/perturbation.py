@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from facexai.metrics.functional._checks import (
@@ -28,7 +28,7 @@ from facexai.metrics.functional._checks import (
 from facexai.metrics.functional._reduce import count_of, mean_compute
 
 BASELINES = ("zero", "blur", "mean")
-# METRICS.md: deletion fills with zeros in normalised space (the mean colour); insertion starts
+# docs/metrics.md: deletion fills with zeros in normalised space (the mean colour); insertion starts
 # from a blurred copy, as in RISE, so that the first point is not an out-of-distribution image.
 DEFAULT_BASELINES = {"deletion": "zero", "insertion": "blur"}
 BLUR_KERNEL = 11
@@ -39,21 +39,21 @@ ScoreFn = Callable[..., Tensor]
 
 
 def gaussian_blur(images: Tensor, kernel_size: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) -> Tensor:
-    """Separable Gaussian blur with reflect padding (torchvision's ``gaussian_blur`` semantics)."""
+    """Gaussian blur of images (N, C, H, W) by torchvision (reflect padding): the "blur" baseline.
+
+    The same function FAME blurs with, so both use one definition; images smaller than half
+    the kernel get a message that names the alternatives instead of a padding error.
+
+    >>> gaussian_blur(torch.ones(1, 3, 16, 16)).allclose(torch.ones(1, 3, 16, 16))
+    True
+    """
     half = kernel_size // 2
     if min(images.shape[-2:]) <= half:
         raise ValueError(
             f"the blur baseline (kernel {kernel_size}) needs images larger than {half} pixels per "
             f"side, got {tuple(images.shape[-2:])}; use baseline='zero' or 'mean'"
         )
-    x = torch.linspace(-half, half, kernel_size, device=images.device, dtype=images.dtype)
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    g = g / g.sum()
-    n, c, h, w = images.shape
-    flat = F.pad(images.reshape(n * c, 1, h, w), (half, half, half, half), mode="reflect")
-    flat = F.conv2d(flat, g.view(1, 1, 1, -1))
-    flat = F.conv2d(flat, g.view(1, 1, -1, 1))
-    return flat.view(n, c, h, w)
+    return TF.gaussian_blur(images, [kernel_size, kernel_size], [sigma, sigma])
 
 
 def resolve_baseline(baseline: str | Tensor | None, mode: str) -> str | Tensor:
@@ -197,7 +197,7 @@ def perturbation_curves(
         steps: number of chunks; step k perturbs floor(k * H * W / steps) pixels.
         baseline: "zero", "blur" (Gaussian, kernel 11, sigma 5), "mean" or a Tensor
             broadcastable to the images. ``None`` (default) takes the mode's default from
-            ``DEFAULT_BASELINES``: "zero" for deletion, "blur" for insertion (METRICS.md, RISE).
+            ``DEFAULT_BASELINES``: "zero" for deletion, "blur" for insertion (``docs/metrics.md``, RISE).
         mode: "deletion" (start at x, replace top pixels by the baseline) or "insertion" (start
             at the baseline, restore top pixels of x).
         chunk_size: images per ``score_fn`` call.

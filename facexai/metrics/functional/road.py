@@ -1,5 +1,7 @@
-"""ROAD: Remove And Debias (Rong et al., "A Consistent and Efficient Evaluation Strategy for
-Attribution Methods", ICML 2022, arXiv 2202.00449).
+"""ROAD: Remove And Debias, ROAD's imputation and its score curves.
+
+Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods", ICML
+2022, arXiv 2202.00449.
 
 Deleting pixels with a constant leaks the deletion mask's shape to the model, which then scores
 the *mask* rather than the missing evidence. ROAD fills removed pixels by noisy linear
@@ -125,7 +127,8 @@ def road_curves(
         score_fn: as in :func:`perturbation_curves`.
         images: normalised inputs (N, C, H, W).
         maps: explanations (N, H, W) at the input size.
-        mean, std: per-channel normalisation, to impute in [0, 1] pixel space.
+        mean: per-channel normalisation mean, to impute in [0, 1] pixel space.
+        std: per-channel normalisation std.
         percentages: removal percentages p.
         order: "morf" (most relevant first; lower is better) or "lerf" (least relevant first;
             higher is better).

@@ -1,5 +1,6 @@
-"""Model randomisation sanity check (Adebayo et al., "Sanity Checks for Saliency Maps",
-NeurIPS 2018, arXiv 1810.03292).
+"""Model randomisation sanity check: do the maps change when the model is re-initialised?
+
+Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, arXiv 1810.03292.
 
 Explain the same inputs with the trained model and with a copy whose top layers were
 re-initialised, and measure the Spearman rank correlation between the two maps. A method whose

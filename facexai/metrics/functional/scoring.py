@@ -18,9 +18,13 @@ from torch import Tensor, nn
 class SelectableTarget(Protocol):
     """What the metrics need of a target (``facexai.explain`` targets satisfy it)."""
 
-    def __call__(self, output: Tensor) -> Tensor: ...
+    def __call__(self, output: Tensor) -> Tensor:
+        """One score per sample (N,) from the model's outputs (N, ...)."""
+        ...
 
-    def select(self, index: Tensor) -> SelectableTarget: ...
+    def select(self, index: Tensor) -> SelectableTarget:
+        """The target of the samples ``index`` (chunks of perturbed images mix samples)."""
+        ...
 
 
 def target_score_fn(
@@ -31,7 +35,7 @@ def target_score_fn(
     Args:
         model: maps images to logits (N, K) or embeddings (N, D).
         target: e.g. ``ClassTarget(labels)`` or ``SimilarityTarget(reference)``.
-        softmax: score the softmax probability instead of the raw output (METRICS.md's default
+        softmax: score the softmax probability instead of the raw output (``docs/metrics.md``'s default
             score for classifiers; record it in the metric's ``score`` setting).
     """
 
