@@ -14,6 +14,7 @@ size, 512 by default), with the ``forward_features``/``forward_head`` split timm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,9 +49,15 @@ class IBasicBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block's branch plus the (downsampled where the shape changes) input."""
         out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
+
+
+def _stage(in_ch: int, width: int, depth: int) -> nn.Sequential:
+    """``depth`` blocks at ``width`` channels, the first halving the resolution."""
+    return nn.Sequential(IBasicBlock(in_ch, width, stride=2), *(IBasicBlock(width, width) for _ in range(depth - 1)))
 
 
 class IResNet(nn.Module):
@@ -85,12 +92,10 @@ class IResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0], eps=1e-5)
         self.prelu = nn.PReLU(widths[0])
-        in_ch = widths[0]
-        for i, (depth, width) in enumerate(zip(layers, widths, strict=True), start=1):
-            blocks = [IBasicBlock(in_ch, width, stride=2)]
-            blocks += [IBasicBlock(width, width) for _ in range(depth - 1)]
-            setattr(self, f"layer{i}", nn.Sequential(*blocks))
-            in_ch = width
+        in_widths = (widths[0], *widths[:-1])
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            _stage(in_ch, width, depth) for in_ch, width, depth in zip(in_widths, widths, layers, strict=True)
+        )
         side = img_size // 16
         self.bn2 = nn.BatchNorm2d(widths[-1], eps=1e-5)
         self.dropout = nn.Dropout(p=drop_rate)
@@ -120,6 +125,7 @@ class IResNet(nn.Module):
         return x if pre_logits else self.features(self.fc(x))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalised faces (N, 3, S, S) to embeddings (N, num_classes)."""
         return self.forward_head(self.forward_features(x))
 
 
@@ -136,33 +142,26 @@ def _create(name: str, pretrained: bool, **kwargs: Any) -> IResNet:
     return IResNet(layers=layers, **kwargs)
 
 
-@register_model
-def iresnet18(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """IResNet-18 (ArcFace backbone, 2-2-2-2 blocks)."""
-    return _create("iresnet18", pretrained, **kwargs)
+def _entry_point(name: str, summary: str, **defaults: Any) -> Callable[..., Any]:
+    """Register ``name`` with timm: its registry keys entry points by their ``__name__``."""
+
+    def create(pretrained: bool = False, **kwargs: Any) -> IResNet:
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        return _create(name, pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = name
+    create.__doc__ = summary
+    return register_model(create)
 
 
-@register_model
-def iresnet34(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """IResNet-34 (ArcFace backbone, 3-4-6-3 blocks)."""
-    return _create("iresnet34", pretrained, **kwargs)
-
-
-@register_model
-def iresnet50(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """IResNet-50 (ArcFace backbone, 3-4-14-3 blocks)."""
-    return _create("iresnet50", pretrained, **kwargs)
-
-
-@register_model
-def iresnet100(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """IResNet-100 (ArcFace backbone, 3-13-30-3 blocks)."""
-    return _create("iresnet100", pretrained, **kwargs)
-
-
-@register_model
-def iresnet_mini(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """A 1-1-1-1 IResNet with widths 16-32-64-128 for CPU demos and tests (not a published model)."""
-    kwargs.setdefault("widths", (16, 32, 64, 128))
-    kwargs.setdefault("num_classes", 128)
-    return _create("iresnet_mini", pretrained, **kwargs)
+iresnet18 = _entry_point("iresnet18", "IResNet-18 (ArcFace backbone, 2-2-2-2 blocks).")
+iresnet34 = _entry_point("iresnet34", "IResNet-34 (ArcFace backbone, 3-4-6-3 blocks).")
+iresnet50 = _entry_point("iresnet50", "IResNet-50 (ArcFace backbone, 3-4-14-3 blocks).")
+iresnet100 = _entry_point("iresnet100", "IResNet-100 (ArcFace backbone, 3-13-30-3 blocks).")
+iresnet_mini = _entry_point(
+    "iresnet_mini",
+    "A 1-1-1-1 IResNet with widths 16-32-64-128 for CPU demos and tests (not a published model).",
+    widths=(16, 32, 64, 128),
+    num_classes=128,
+)
