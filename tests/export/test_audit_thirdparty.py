@@ -127,6 +127,9 @@ def test_flags_override_the_convention(arcface, arcface_onnx, png_faces: Path, t
     assert report["curves"] is None
 
 
+# a fixed-batch graph as older tools wrote it: the legacy exporter, deprecated by torch on purpose here
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_fixed_batch_graph_runs_one_image_at_a_time(arcface, png_faces: Path, tmp_path: Path) -> None:
     path = tmp_path / "batch1.onnx"
     with torch.no_grad():
