@@ -12,7 +12,7 @@ of that pass, g_t being the gradient in the modified graph:
 
 - a module whose rule is "R_in = x * J^T (R_out / z)" (z the rule's bias-free contributions)
   keeps its output's value but gets the gradient of z scaled by ``output / z`` (0/0 := 0), see
-  :func:`ratio_output`; with z = the module's own input (BatchNorm and its shift, SiLU, GELU
+  :mod:`facexai.explain._lrp_rules`; with z = the module's own input (BatchNorm and its shift, SiLU, GELU
   and other element-wise activations, channel-attention gates) this passes R through unchanged;
 - ops left untouched keep their ordinary gradient, and ordinary gradient x input already *is* the
   ratio rule for positively homogeneous, bias-free ops: a residual add y = a + b splits
@@ -22,7 +22,8 @@ of that pass, g_t being the gradient in the modified graph:
 
 Residual additions written in a block's ``forward`` (``out += identity``) therefore need no
 canonizer, and the rules work on torchvision and timm ResNets, VGGs and IResNets alike. Hooks
-exist only inside :func:`relevance_pass`; the backward pass runs without any hook.
+exist only inside :func:`relevance_pass`; the backward pass runs without any hook. Which layers
+get which rule is the FG-CAM column of :data:`facexai.explain.layer_rules.LAYER_RULES`.
 """
 
 from __future__ import annotations
@@ -30,19 +31,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from facexai.explain._lrp_rules import (
+    WeightParts,
+    ZPlusRule,
+    is_concrete,
+    ratio_output,
+    safe_divide,
+    signed_zplus,
+    zbox,
+)
 from facexai.explain.layer_rules import FGRule, layer_rule
 from facexai.explain.layers import get_layer
 
-#: forwards that compute exactly F.conv*/F.linear(x, weight) + bias (see :func:`_is_plain`)
-_PLAIN_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward)
-#: z+ of signed inputs below this fraction of layer(|x|, |W|) counts as zero (float resolution)
-ZPLUS_RESOLUTION = 1e-5
 #: a BatchNorm channel's statistics "do not match" its input when the input's batch mean is more
 #: than BN_OFFSET running standard deviations from the running mean, or its batch variance is
 #: more than BN_VARIANCE_RATIO times larger or smaller than the running variance
@@ -52,165 +57,6 @@ BN_VARIANCE_RATIO = 4.0
 #: calibrated IResNets on faces measure 0.000, random running statistics 0.70-0.98 (see
 #: :func:`batchnorm_mismatch` and docs/explainers.md)
 BN_MISMATCH_SHARE = 0.25
-
-
-def safe_divide(numerator: Tensor, denominator: Tensor, max_ratio: float = 1e20) -> Tensor:
-    """``numerator / denominator`` with 0 where the denominator is 0 (LRP's 0/0 := 0).
-
-    Also 0 where the ratio exceeds ``max_ratio`` in magnitude: an output made of (nearly)
-    nothing but bias has no input contributions to share it, and such ratios would only
-    overflow in the backward pass (inf * 0 = NaN). The rules only divide detached tensors.
-    """
-    ratio = numerator / denominator
-    return torch.where(ratio.abs() <= max_ratio, ratio, 0.0)  # False for inf and NaN too
-
-
-class _Rescaled(torch.autograd.Function):
-    """Forward: a copy of ``value``. Backward: gradient times ``scale``, to ``contributions``."""
-
-    @staticmethod
-    def forward(ctx: Any, contributions: Tensor, value: Tensor, scale: Tensor) -> Tensor:
-        ctx.save_for_backward(scale)
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        (scale,) = ctx.saved_tensors
-        return grad * scale, None, None
-
-
-def ratio_output(output: Tensor, contributions: Tensor, denominator: Tensor | None = None) -> Tensor:
-    """``output``'s value with the gradient of ``contributions`` scaled by output / contributions.
-
-    With ``R_out = output * g_out`` the relevance reaching an input x is
-    ``x * J_z^T (R_out / z)``, the LRP ratio rule for the contributions z (0/0 := 0).
-    ``denominator`` replaces z's value in the ratio (a stabilised z); the gradient still
-    follows ``contributions``.
-    """
-    denominator = contributions if denominator is None else denominator
-    scale = safe_divide(output.detach(), denominator.detach())
-    return _Rescaled.apply(contributions, output.detach(), scale)
-
-
-def _apply(module: nn.Module, weight: Tensor, inputs: Tensor) -> Tensor:
-    """The module's own forward with ``weight`` and a zero bias (biases are excluded)."""
-    params = {"weight": weight}
-    if getattr(module, "bias", None) is not None:
-        params["bias"] = torch.zeros_like(module.bias)
-    return torch.func.functional_call(module, params, (inputs,))
-
-
-def split_weight(module: nn.Module, part: str, parts: WeightParts | None = None) -> Tensor:
-    """W+ (``"+"``), W- (``"-"``) or |W| (``"abs"``) of the module's weight, detached.
-
-    ``parts`` remembers them for the duration of one explainer call (the :class:`RelevanceTape`
-    owns it): a module that runs its rule more than once in a pass derives each part once, and
-    nothing outlives the call. A model-lifetime cache held |W| copies of every convolution
-    (about 170 MB for IResNet-50) and went stale whenever the weights were written without
-    bumping their version counter (``p.data.copy_()``, as EMA callbacks and loaders do).
-    While tracing (ONNX export, compile) the part is always derived in the graph.
-    """
-    weight = module.weight.detach()
-    derive = _WEIGHT_PARTS[part]
-    if parts is None or not _is_concrete(weight):
-        return derive(weight)
-    key = (module, part)
-    if key not in parts:
-        parts[key] = derive(weight)
-    return parts[key]
-
-
-_WEIGHT_PARTS: dict[str, Callable[[Tensor], Tensor]] = {
-    "+": lambda w: w.clamp(min=0),
-    "-": lambda w: w.clamp(max=0),
-    "abs": torch.abs,
-}
-#: (module, part) -> derived weight, for one call only (see :func:`split_weight`)
-WeightParts = dict[tuple[nn.Module, str], Tensor]
-
-
-def _is_plain(module: nn.Module) -> bool:
-    """Whether the module's output is exactly F.conv/F.linear(x, weight) + bias.
-
-    Then the bias-free product of x and W is the output minus the bias, already computed by
-    the forward pass (and differentiable through it), instead of a second convolution.
-    """
-    return type(module).forward in _PLAIN_FORWARDS
-
-
-def _without_bias(module: nn.Module, output: Tensor) -> Tensor:
-    """layer(x, W) with a zero bias, read off the layer's own output."""
-    bias = getattr(module, "bias", None)
-    if bias is None:
-        return output
-    if isinstance(module, nn.Linear):
-        return output - bias.detach()
-    return output - bias.detach().view((-1,) + (1,) * (output.dim() - 2))
-
-
-def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
-    """z+ rule generalised to signed inputs (FG-CAM): z = layer(x+, W+) + layer(x-, W-).
-
-    Inputs after a ReLU (all >= 0) need only z = layer(x, W+); others go through
-    :func:`signed_zplus_any`.
-    """
-    if bool(inputs.min() >= 0):  # after a ReLU: x+ = x, x- = 0
-        return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
-    return signed_zplus_any(module, inputs, output, parts)
-
-
-def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
-    """The signed z+ rule for inputs of any sign, without branching on their values.
-
-    For a plain convolution or linear layer (a convolution after BatchNorm, as in the IResNets)
-    the two products are computed as z = (layer(x, W) + layer(|x|, |W|)) / 2, with layer(x, W)
-    taken from the forward pass: one extra convolution instead of two, and the backward pass
-    goes through layer(x, W) and layer(|x|, |W|), whose gradients W^T s and sign(x) |W|^T s
-    combine to W+^T s on x+ and W-^T s on x-, the rule's. z >= 0 is then a difference of two
-    sums, exact only up to float rounding of layer(|x|, |W|), so z below
-    ``ZPLUS_RESOLUTION`` times it counts as zero (no positive contribution to share the
-    output; the LRP-epsilon idea). Other layers compute both products.
-
-    Also the form the ONNX export traces (value branches cannot be traced symbolically).
-    """
-    if not _is_plain(module):
-        contributions = _apply(module, split_weight(module, "+", parts), inputs.clamp(min=0))
-        negative = _apply(module, split_weight(module, "-", parts), inputs.clamp(max=0))
-        contributions = contributions + negative
-        return ratio_output(output, contributions)
-    magnitude = _apply(module, split_weight(module, "abs", parts), inputs.abs())
-    contributions = 0.5 * (_without_bias(module, output) + magnitude)
-    resolved = contributions.detach() > ZPLUS_RESOLUTION * magnitude.detach()
-    return ratio_output(output, contributions, torch.where(resolved, contributions, 0.0))
-
-
-def zbox(
-    module: nn.Module,
-    inputs: Tensor,
-    output: Tensor,
-    bounds: list[tuple[Tensor, Tensor]],
-    parts: WeightParts | None = None,
-) -> Tensor:
-    """z^B rule for the layer that reads the image: z = layer(x, W) - layer(B, W+) - layer(H, W-).
-
-    B and H are the per-sample minimum and maximum of the normalised input (global scalars, as
-    in the FG-CAM reference code), held as leaves in ``bounds`` so that the input relevance
-    ``x * g_x + B * g_B + H * g_H`` (Euler's theorem for z, linear in x, B and H) can be read off
-    their gradients.
-    """
-    flat = inputs.detach().flatten(1)
-    shape = (-1,) + (1,) * (inputs.dim() - 1)
-    low = flat.amin(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
-    high = flat.amax(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
-    weight = module.weight.detach()
-    plain = _without_bias(module, output) if _is_plain(module) else _apply(module, weight, inputs)
-    contributions = (
-        plain
-        - _apply(module, split_weight(module, "+", parts), low)
-        - _apply(module, split_weight(module, "-", parts), high)
-    )
-    bounds.append((low, high))
-    return ratio_output(output, contributions)
 
 
 def rule_kind(module: nn.Module) -> FGRule | None:
@@ -228,10 +74,12 @@ class RelevanceTape:
     Attributes:
         activations: the CAM layer's output, carrying the rule graph below it.
         cam_leaf: a detached copy of it that the rest of the network ran on (for dS/dA).
+        zplus: the z+ rule of hidden convolutions and linear layers (see :func:`relevance_pass`).
     """
 
-    def __init__(self, image: Tensor, cam_layer: str, explain_at: str | None) -> None:
+    def __init__(self, image: Tensor, cam_layer: str, explain_at: str | None, zplus: ZPlusRule) -> None:
         self.image = image
+        self.zplus = zplus
         self.cam_layer = cam_layer
         self.explain_at = explain_at
         self.active = explain_at is None  # rules apply between explain_at and the CAM layer
@@ -243,10 +91,17 @@ class RelevanceTape:
         #: do not match its input (see :func:`batchnorm_mismatch`)
         self.mismatched: list[Tensor] = []
         self.stash: dict[int, list[Tensor | None]] = defaultdict(list)
-        #: W+, W-, |W| of the layers crossed, for this pass only (see :func:`split_weight`)
+        #: W+, W-, |W| of the layers crossed, for this pass only (see
+        #: :func:`~facexai.explain._lrp_rules.split_weight`)
         self.weight_parts: WeightParts = {}
         self.activations: Tensor | None = None
         self.cam_leaf: Tensor | None = None
+
+    def recorded(self) -> tuple[Tensor, Tensor]:
+        """(activations, cam_leaf) once the forward pass has run the CAM layer."""
+        if self.activations is None or self.cam_leaf is None:
+            raise ValueError(f"target_layer {self.cam_layer!r} was not called during the forward pass")
+        return self.activations, self.cam_leaf
 
     def mismatch_share(self) -> tuple[float, int]:
         """(share of mismatched channels, channels checked) over the BatchNorms the walk crossed."""
@@ -297,7 +152,7 @@ def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[Remov
         usable = tape.active and not tape.busy and bool(args) and isinstance(args[0], Tensor)
         tape.stash[id(mod)].append(args[0] if usable else None)
         if usable and getattr(mod, "inplace", False):
-            return (args[0].clone(),) + tuple(args[1:])  # keep the input intact for the rule
+            return (args[0].clone(), *args[1:])  # keep the input intact for the rule
         return None
 
     def hook(mod: nn.Module, args: tuple, output: object) -> Tensor | None:
@@ -314,30 +169,16 @@ def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[Remov
 
 
 def _apply_rule(module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape) -> Tensor | None:
-    if _has_running_stats(module) and _is_concrete(inputs):
-        tape.mismatched.append(batchnorm_mismatch(module, inputs))
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and is_concrete(inputs):
+        if module.running_mean is not None and module.running_var is not None:
+            tape.mismatched.append(batchnorm_mismatch(module, inputs))
     if kind == "linear":
         if inputs is tape.image:
             return zbox(module, inputs, output, tape.bounds, tape.weight_parts)
-        return signed_zplus(module, inputs, output, tape.weight_parts)
+        return tape.zplus(module, inputs, output, tape.weight_parts)
     if output.shape != inputs.shape:
         return None  # not element-wise after all: keep the ordinary gradient
     return ratio_output(output, inputs)
-
-
-def _has_running_stats(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None
-
-
-def _is_concrete(tensor: Tensor) -> bool:
-    """False while tracing (ONNX export, compile): the check below reads values into Python."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    try:
-        tensor.data_ptr()
-    except RuntimeError:  # a fake tensor
-        return False
-    return True
 
 
 def batchnorm_mismatch(module: nn.modules.batchnorm._BatchNorm, inputs: Tensor) -> Tensor:
@@ -352,6 +193,8 @@ def batchnorm_mismatch(module: nn.modules.batchnorm._BatchNorm, inputs: Tensor) 
     deviations, variances as a ratio: a calibrated network sees offsets well below one and
     ratios near one on in-domain data, whatever its BN affine parameters.
     """
+    if module.running_mean is None or module.running_var is None:
+        raise ValueError(f"{type(module).__name__} keeps no running statistics to compare with")
     x = inputs.detach().float()
     # per channel over batch and spatial dims in one pass, without copying the activations
     var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
@@ -369,13 +212,13 @@ def _check_map(name: str, role: str, output: object) -> Tensor:
     return output
 
 
-def _explain_at_hook(tape: RelevanceTape) -> Callable:
+def _explain_at_hook(tape: RelevanceTape, explain_at: str) -> Callable:
     def hook(module: nn.Module, args: tuple, output: object) -> Tensor | None:
         if tape.busy:
             return None  # a rule re-running this module with modified weights
         if tape.finished:
             return None  # runs after the CAM layer: reported when the relevance is asked for
-        leaf = _check_map(tape.explain_at, "explain_at", output).detach().requires_grad_(True)
+        leaf = _check_map(explain_at, "explain_at", output).detach().requires_grad_(True)
         tape.outputs.append(leaf)
         tape.active = True
         return leaf.clone()  # later in-place ops must not touch the recorded leaf
@@ -402,7 +245,11 @@ def _cam_hook(tape: RelevanceTape) -> Callable:
 
 @contextmanager
 def relevance_pass(
-    model: nn.Module, image: Tensor, cam_layer: str, explain_at: str | None = None
+    model: nn.Module,
+    image: Tensor,
+    cam_layer: str,
+    explain_at: str | None = None,
+    zplus: ZPlusRule = signed_zplus,
 ) -> Iterator[RelevanceTape]:
     """Hooks for one forward pass that records FG-CAM's relevance graph; removed on exit.
 
@@ -413,8 +260,13 @@ def relevance_pass(
         cam_layer: dotted name of the CAM layer; the rest of the network runs on a detached leaf.
         explain_at: dotted name of the layer whose output receives the relevance, None for the
             input.
+        zplus: the z+ rule of hidden convolutions and linear layers. The default
+            :func:`~facexai.explain._lrp_rules.signed_zplus` skips a term that is zero after a
+            ReLU by looking at the input's values; tracing (ONNX export) needs
+            :func:`~facexai.explain._lrp_rules.signed_zplus_any`, which gives the same maps
+            without branching on values.
     """
-    tape = RelevanceTape(image, cam_layer, explain_at)
+    tape = RelevanceTape(image, cam_layer, explain_at, zplus)
     cam_module = get_layer(model, cam_layer)
     handles: list[RemovableHandle] = []
     try:
@@ -424,7 +276,7 @@ def relevance_pass(
                 handles += _rule_hooks(module, kind, tape)
         if explain_at is not None:
             at_module = get_layer(model, explain_at)
-            handles.append(at_module.register_forward_hook(_explain_at_hook(tape)))
+            handles.append(at_module.register_forward_hook(_explain_at_hook(tape, explain_at)))
         handles.append(cam_module.register_forward_hook(_cam_hook(tape)))
         yield tape
     finally:

@@ -60,6 +60,15 @@ class Explainer(ABC):
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
         """Method-specific raw maps (N, h, w), signed, before ReLU/upsampling/normalisation."""
 
+    def explain_for_tracing(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """:meth:`explain` as the ONNX export traces it: no Python branch on tensor values.
+
+        A traced graph cannot follow ``if bool((x < 0).any())``. The default is :meth:`explain`
+        itself; a method overrides this where its code branches on values only for a diagnostic
+        (LIFT-CAM's summation check) or a shortcut that changes no number (FG-CAM's z+ rule).
+        """
+        return self.explain(model, images, target)
+
     def _resolve_target(self, model: nn.Module, images: Tensor, target: Target | None) -> Target:
         if target is None:
             with torch.no_grad():

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from facexai.explain._cam import CAMExplainer
 from facexai.explain._lrp import BN_MISMATCH_SHARE, RelevanceTape, relevance_pass
+from facexai.explain._lrp_rules import ZPlusRule, signed_zplus, signed_zplus_any
 from facexai.explain.base import float32_forward
 from facexai.explain.layers import get_layer
 from facexai.explain.registry_instance import register_explainer
@@ -105,15 +106,31 @@ class FGCAM(CAMExplainer):
         return self.base == "gradcam"
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """Raw FG-CAM maps (N, h, w) at ``explain_at``'s resolution (steps 1-4 above)."""
+        return self.refined_map(model, images, target, signed_zplus)
+
+    def explain_for_tracing(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """:meth:`explain` with the branch-free signed z+ rule, which the ONNX export can trace.
+
+        :func:`~facexai.explain._lrp_rules.signed_zplus` skips ``layer(x-, W-)`` when all inputs
+        are non-negative, where that term is zero (biases are excluded), so the branch-free
+        :func:`~facexai.explain._lrp_rules.signed_zplus_any` gives the same maps for every
+        input, up to float rounding.
+        """
+        return self.refined_map(model, images, target, signed_zplus_any)
+
+    def refined_map(self, model: nn.Module, images: Tensor, target: Target, zplus: ZPlusRule) -> Tensor:
+        """The channel sum of the components walked down with ``zplus`` for hidden linear layers."""
         cam_layer = self.layer_name(model, images)
         explain_at = self._explain_at_layer(model)
         images = images.detach().requires_grad_(explain_at is None)
-        with relevance_pass(model, images, cam_layer, explain_at) as tape:
+        with relevance_pass(model, images, cam_layer, explain_at, zplus) as tape:
             output = float32_forward(model, images)
+        activations, cam_leaf = tape.recorded()
         gradients = None
         if self.needs_gradients:
-            (gradients,) = torch.autograd.grad(target(output).sum(), tape.cam_leaf)
-        activations = tape.activations.detach()
+            (gradients,) = torch.autograd.grad(target(output).sum(), cam_leaf)
+        activations = activations.detach()
         weights = self.channel_weights(model, images.detach(), target, activations, gradients)
         components = weights[:, :, None, None] * activations
         if self.denoise:
@@ -163,7 +180,7 @@ def warn_batchnorm_mismatch(tape: RelevanceTape) -> None:
         "e.g. a few train-mode forward passes with momentum=None) and feed inputs normalised "
         "as in training (Grad-CAM, which uses plain gradients, is not affected)",
         BatchNormMismatchWarning,
-        stacklevel=4,
+        stacklevel=5,  # the caller of Explainer.__call__ (via explain and refined_map)
     )
 
 

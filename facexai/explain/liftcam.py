@@ -100,8 +100,14 @@ class LiftCAM(CAMExplainer):
     tolerance: float = 1e-3
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """Raw maps sum_k phi_k A_k (N, h, w); warns when summation-to-delta fails."""
         result = self.contributions(model, images, target)
         _check_summation(result.weights.sum(dim=1), result.delta, self.tolerance)
+        return torch.einsum("nc,nchw->nhw", result.weights, result.activations)
+
+    def explain_for_tracing(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """:meth:`explain` without the summation-to-delta check, which branches on values."""
+        result = self.contributions(model, images, target)
         return torch.einsum("nc,nchw->nhw", result.weights, result.activations)
 
     def contributions(self, model: nn.Module, images: Tensor, target: Target) -> Contributions:

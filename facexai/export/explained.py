@@ -13,10 +13,10 @@ Three things needed help beyond that recipe, each kept in this module:
   decomposed into those while tracing (:func:`_convolution_backward`,
   :func:`_avg_pool2d_backward`).
 - Python control flow on tensor *values* (``if bool((x < 0).any())``) cannot be traced
-  symbolically. Where such a branch is only a diagnostic (LIFT-CAM's summation-to-delta warning)
-  the traced function skips it; where both branches give the same number (FG-CAM's signed z+
-  rule: its non-negative-input shortcut drops a term that is zero there) the branch-free form is
-  traced.
+  symbolically. The export traces :meth:`~facexai.explain.Explainer.explain_for_tracing`, which
+  a method overrides where such a branch is only a diagnostic (LIFT-CAM's summation-to-delta
+  warning, skipped) or a shortcut that gives the same number (FG-CAM's signed z+ rule: the
+  branch-free form is passed down to its relevance pass).
 - Python ``len(images)`` turns the symbolic batch size into the example's constant. Such
   explainers are traced for one sample and exported inside an ONNX ``Scan`` over the batch
   (:class:`PerSampleGraph`): slower than one batched pass, but exact and any batch size.
@@ -31,10 +31,8 @@ import copy
 import logging
 import sysconfig
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +41,7 @@ from torch._higher_order_ops.scan import scan
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
-from facexai.explain import ClassTarget, Explainer, SimilarityTarget, create_explainer
+from facexai.explain import ClassTarget, Explainer, SimilarityTarget, Target, create_explainer
 from facexai.explain.base import explanation_mode, postprocess
 from facexai.explain.layers import get_layer
 from facexai.export.errors import ExportError
@@ -56,7 +54,7 @@ EXPORTABLE_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")
 TRACE_BATCH = 2
 
 aten = torch.ops.aten
-RawMapFn = Callable[[Explainer, nn.Module, Tensor, object], Tensor]
+RawMapFn = Callable[[Explainer, nn.Module, Tensor, Target], Tensor]
 
 
 class TracedClassTarget(ClassTarget):
@@ -148,34 +146,14 @@ def explainer_options(explainer: Explainer) -> dict[str, object]:
 # --- raw maps: the method's own code, minus what cannot be traced -------------------------------
 
 
-def _raw_default(explainer: Explainer, net: nn.Module, images: Tensor, target: object) -> Tensor:
-    return explainer.explain(net, images, target)
+def _raw_traceable(explainer: Explainer, net: nn.Module, images: Tensor, target: Target) -> Tensor:
+    return explainer.explain_for_tracing(net, images, target)
 
 
-def _raw_liftcam(explainer: Explainer, net: nn.Module, images: Tensor, target: object) -> Tensor:
-    # explain() = contributions() + a summation-to-delta warning that branches on values
-    result = explainer.contributions(net, images, target)
-    return torch.einsum("nc,nchw->nhw", result.weights, result.activations)
-
-
-RAW_MAPS: dict[str, RawMapFn] = {"liftcam": _raw_liftcam}
-
-
-@contextmanager
-def _traceable_rules(explainer: Explainer) -> Iterator[None]:
-    """FG-CAM: trace the signed z+ rule without its ``if (x >= 0).all()`` shortcut.
-
-    The shortcut only drops ``layer(x-, W-)``, which is zero when x >= 0 (biases are excluded),
-    so the branch-free :func:`~facexai.explain._lrp.signed_zplus_any` gives the same maps for
-    every input, up to float rounding.
-    """
-    if explainer.name != "fgcam":
-        yield
-        return
-    from facexai.explain import _lrp
-
-    with mock.patch.object(_lrp, "signed_zplus", _lrp.signed_zplus_any):
-        yield
+#: registry name -> raw-map function traced instead of the explainer's own
+#: :meth:`~facexai.explain.Explainer.explain_for_tracing` (empty: every built-in method declares
+#: its traceable form on its class; this lets a caller substitute one without subclassing)
+RAW_MAPS: dict[str, RawMapFn] = {}
 
 
 def _convolution_backward(
@@ -269,7 +247,7 @@ def explained_function(
     explainer: Explainer, net: nn.Module, task: str
 ) -> Callable[[Tensor, Tensor], tuple[Tensor, ...]]:
     """``(images, target) -> (output, map[, similarity])`` using the explainer's own code."""
-    raw_map = RAW_MAPS.get(explainer.name, _raw_default)
+    raw_map = RAW_MAPS.get(explainer.name, _raw_traceable)
 
     def run(images: Tensor, target: Tensor) -> tuple[Tensor, ...]:
         scored = TracedSimilarityTarget(target) if task == "verification" else TracedClassTarget(target)
@@ -310,7 +288,7 @@ def trace_explained(explainer: Explainer, net: nn.Module, task: str, input_size:
 def _trace(explainer: Explainer, net: nn.Module, task: str, example: tuple[Tensor, Tensor]) -> torch.fx.GraphModule:
     fn = explained_function(explainer, net, task)
     try:
-        with explanation_mode(net), _traceable_rules(explainer):
+        with explanation_mode(net):
             graph = make_fx(
                 fn, decomposition_table=_decompositions(), tracing_mode="symbolic", _allow_non_fake_inputs=True
             )(*example)
