@@ -69,4 +69,6 @@ def model_input_size(model: nn.Module) -> int:
 
     ``load_face_model`` always records it as a positive int, or fails at load asking for ``input_size``.
     """
-    return model.face_model_info.input_size
+    from facexai.models.loading.layout import face_model_info
+
+    return face_model_info(model).input_size

@@ -1,4 +1,4 @@
-"""Load a face-recognition model from a file users already have, ready for facexai.
+r"""Load a face-recognition model from a file users already have, ready for facexai.
 
 ``load_face_model`` accepts an arcface_torch / insightface PyTorch state dict (``backbone.pth``),
 a facexai Lightning checkpoint or an ONNX face model (insightface model zoo, arcface_torch's
@@ -7,7 +7,7 @@ RGB ``(pixel - 127.5) / 127.5`` of shape (N, 3, S, S), to embeddings (N, D). Exp
 and ``VerificationModule(pretrained=...)`` can then treat it like a network trained in facexai.
 
 The file kind is detected from its content, not its name: PyTorch files are zip archives
-(``PK``) or legacy pickles (``\\x80``); anything else is parsed as ONNX protobuf.
+(``PK``) or legacy pickles (``\x80``); anything else is parsed as ONNX protobuf.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from facexai.models.loading import first_line, iresnet_state
 from facexai.models.loading.layout import (
     CanonicalInput,
     FaceModelInfo,
     InputLayout,
+    attach_info,
     probe_faces,
     resolve_layout,
     to_network_input,
@@ -81,14 +82,14 @@ def load_face_model(
     else:
         network, info = _load_onnx(path, input_size, overrides, check_parity)
     model = network if info.layout.canonical else CanonicalInput(network, info.layout)
-    model.face_model_info = info
+    attach_info(model, info)
     return model.eval()
 
 
 def _is_torch_file(path: Path) -> bool:
-    """Kind by content, since extensions vary (.pth, .pt, .ckpt, .bin, .onnx or none).
+    r"""Kind by content, since extensions vary (.pth, .pt, .ckpt, .bin, .onnx or none).
 
-    torch.save writes a zip archive (``PK``) or, in the legacy format, a pickle (``\\x80``);
+    torch.save writes a zip archive (``PK``) or, in the legacy format, a pickle (``\x80``);
     neither byte can start an ONNX ModelProto, so everything else is parsed as ONNX.
     """
     with path.open("rb") as handle:
@@ -106,17 +107,20 @@ def _load_torch(path: Path, input_size: int | None, overrides: Overrides) -> tup
     """PyTorch files carry no layout: canonical (how arcface_torch and facexai train) unless overridden."""
     content = iresnet_state.torch_file(path)
     if not isinstance(content, dict):
-        raise ValueError(f"{path} holds a {type(content).__name__}, not a state dict or Lightning checkpoint")
+        raise ValueError(  # noqa: TRY004  the file's content is wrong, not an argument: ValueError as documented
+            f"{path} holds a {type(content).__name__}, not a state dict or Lightning checkpoint"
+        )
+    known_width: int | None = None  # an IResNet rebuilt from a state dict knows its width
     if "hyper_parameters" in content and "state_dict" in content:
         model, source = _lightning_backbone(content, path), "lightning"
         size = _backbone_size(model, input_size, path)
     else:
         state = content.get("state_dict_backbone", content)  # arcface_torch's resumable checkpoint
-        model = iresnet_state.build_iresnet(iresnet_state.clean_state_dict(state, path), path)
-        source, size = "state_dict", model.img_size
+        iresnet = iresnet_state.build_iresnet(iresnet_state.clean_state_dict(state, path), path)
+        model, source, size, known_width = iresnet, "state_dict", iresnet.img_size, iresnet.num_classes
     if input_size is not None and input_size != size:
         raise ValueError(f"input_size={input_size} contradicts {path}, whose network takes {size} px")
-    width = model.num_classes if source == "state_dict" else _embedding_width(model, size, path)
+    width = known_width if known_width is not None else _embedding_width(model, size, path)
     layout = overrides(InputLayout(size))
     return model, FaceModelInfo(source, str(path), size, width, layout)
 
@@ -127,7 +131,9 @@ def _lightning_backbone(checkpoint: dict, path: Path) -> nn.Module:
 
     module = module_from_checkpoint(checkpoint, path)
     if not isinstance(module, VerificationModule):
-        raise ValueError(f"{path} is a {type(module).__name__} checkpoint; load_face_model needs a VerificationModule")
+        raise ValueError(  # noqa: TRY004  the file's content is wrong, not an argument: ValueError as documented
+            f"{path} is a {type(module).__name__} checkpoint; load_face_model needs a VerificationModule"
+        )
     return module.explained_model
 
 
@@ -184,7 +190,7 @@ def _load_onnx(
 
 
 @torch.no_grad()
-def _canonical_graph(network: nn.Module, inputs: Tensor, path: Path) -> tuple[nn.Module, Tensor]:
+def _canonical_graph(network: fx.GraphModule, inputs: Tensor, path: Path) -> tuple[fx.GraphModule, Tensor]:
     """Canonicalise the converted graph, check it still computes the same; return its output.
 
     ``inputs`` are the probe faces already in the file's layout, i.e. what the

@@ -58,6 +58,7 @@ class ArcFaceHead(_MarginHead):
         super().__init__(embedding_size, num_classes, scale, margin)
 
     def target_logit(self, cos: Tensor) -> Tensor:
+        """cos(theta + m), continued linearly past theta = pi - m."""
         m = self.margin
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(0.0))
         with_margin = cos * math.cos(m) - sin * math.sin(m)
@@ -71,6 +72,7 @@ class CosFaceHead(_MarginHead):
         super().__init__(embedding_size, num_classes, scale, margin)
 
     def target_logit(self, cos: Tensor) -> Tensor:
+        """cos(theta) - m."""
         return cos - self.margin
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +25,7 @@ from facexai.metrics.verification import PairVerificationMetrics
 from facexai.models.backbones import create_backbone
 from facexai.models.face_model import load_face_model
 from facexai.models.heads import MARGIN_HEADS
+from facexai.models.loading.layout import face_model_info
 
 SCHEDULERS = ("onecycle", "cosine", "none")
 #: keys of ``VerificationModule(pretrained_options=...)``, the keyword arguments of load_face_model
@@ -43,6 +44,7 @@ class _TrainableModule(pl.LightningModule):
     scheduler: str
 
     def configure_optimizers(self) -> Any:
+        """AdamW with the chosen schedule: one-cycle stepped per batch, cosine per epoch, or none."""
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler == "none":
             return optimizer
@@ -51,8 +53,8 @@ class _TrainableModule(pl.LightningModule):
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
             return {"optimizer": optimizer, "lr_scheduler": schedule}
         steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps, pct_start=0.15)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps, pct_start=0.15)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
 
     def _set_optimisation(self, lr: float, weight_decay: float, scheduler: str) -> None:
         if scheduler not in SCHEDULERS:
@@ -106,6 +108,7 @@ class ClassifierModule(_TrainableModule):
 
     @property
     def explained_model(self) -> nn.Module:
+        """The timm classifier, whose logits the class targets score."""
         return self.model
 
     def forward(self, images: Tensor) -> Tensor:
@@ -113,6 +116,7 @@ class ClassifierModule(_TrainableModule):
         return self.model(images)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Cross-entropy on the batch; loss and accuracy are logged."""
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         self.train_acc(logits, batch["label"])
@@ -121,15 +125,18 @@ class ClassifierModule(_TrainableModule):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Log validation loss and accuracy."""
         logits = self(batch["image"])
         self.val_acc(logits, batch["label"])
         self.log("val/loss", F.cross_entropy(logits, batch["label"]), prog_bar=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """As validation (logged under ``val/``, as the tests and reports expect)."""
         self.validation_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities (N, K)."""
         return self(batch["image"]).softmax(dim=1)
 
     def explanation_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Target]:
@@ -216,6 +223,7 @@ class VerificationModule(_TrainableModule):
 
     @property
     def explained_model(self) -> nn.Module:
+        """The embedding network; pair targets score its embeddings (the margin head is training-only)."""
         return self.backbone
 
     def forward(self, images: Tensor) -> Tensor:
@@ -223,12 +231,14 @@ class VerificationModule(_TrainableModule):
         return self.backbone(images)
 
     def setup(self, stage: str) -> None:
+        """One metric collection per verification set the datamodule names (``val`` if none)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         names = list(getattr(datamodule, "val_set_names", None) or ["val"])
         self.val_set_names = names
         self.pair_metrics = nn.ModuleList([PairVerificationMetrics() for _ in names])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Margin-head cross-entropy on identity labels; loss and training accuracy are logged."""
         embeddings = self(batch["image"])
         logits = self.head(embeddings, batch["label"])
         loss = F.cross_entropy(logits, batch["label"])
@@ -244,13 +254,14 @@ class VerificationModule(_TrainableModule):
         return F.cosine_similarity(emb_a, emb_b, dim=1)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Feed the pair scores of set ``dataloader_idx`` to its metrics (computed at epoch end)."""
         if dataloader_idx >= len(self.pair_metrics):
             raise ValueError(
                 f"validation dataloader {dataloader_idx} has no name; the datamodule names "
                 f"{len(self.pair_metrics)} sets: {self.val_set_names}"
             )
         index = batch.get("index")
-        self.pair_metrics[dataloader_idx].update(self.pair_scores(batch), batch["issame"].bool(), index=index)
+        self._pair_metrics()[dataloader_idx].update(self.pair_scores(batch), batch["issame"].bool(), index=index)
 
     def on_validation_epoch_end(self) -> None:
         """Compute and log each set's metrics; a set is computed on every rank or on none.
@@ -260,7 +271,7 @@ class VerificationModule(_TrainableModule):
         the gather the others wait in. The sets updated on *any* rank are agreed on first.
         """
         updated = self._sets_updated_anywhere()
-        for name, metric, was_updated in zip(self.val_set_names, self.pair_metrics, updated, strict=True):
+        for name, metric, was_updated in zip(self.val_set_names, self._pair_metrics(), updated, strict=True):
             if was_updated:
                 with warnings.catch_warnings():
                     # a rank without pairs of this set computes too (the gather fills it)
@@ -270,20 +281,27 @@ class VerificationModule(_TrainableModule):
                     self.log(f"val/{name}/{key}", value, prog_bar=key == "roc_auc", add_dataloader_idx=False)
             metric.reset()
 
+    def _pair_metrics(self) -> list[PairVerificationMetrics]:
+        """The per-set metrics with their type (an ``nn.ModuleList`` only promises Modules)."""
+        return [cast(PairVerificationMetrics, metric) for metric in self.pair_metrics]
+
     def _sets_updated_anywhere(self) -> list[bool]:
         """Per validation set, whether any process updated its metric (one all-reduce under DDP)."""
-        flags = torch.tensor([m.update_called for m in self.pair_metrics], dtype=torch.int32, device=self.device)
+        flags = torch.tensor([m.update_called for m in self._pair_metrics()], dtype=torch.int32, device=self.device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return [bool(f) for f in flags.tolist()]
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """As validation: the verification sets are the test benchmark too."""
         self.validation_step(batch, batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
+        """Compute and log each set's metrics, as after validation."""
         self.on_validation_epoch_end()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """L2-normalised embeddings (N, D), ready for cosine comparison."""
         return F.normalize(self(batch["image"]), dim=1)
 
     def explanation_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Target]:
@@ -309,7 +327,7 @@ def _pretrained_backbone(
     # start, so an eval-mode backbone would be fine-tuned with frozen BatchNorm statistics
     network = load_face_model(path, **(options or {})).train()
     if backbone_kwargs:
-        size = network.face_model_info.input_size
+        size = face_model_info(network).input_size
         warnings.warn(
             f"backbone_kwargs {backbone_kwargs} are ignored: {path} sets the network ({size} px input)", stacklevel=3
         )
@@ -317,7 +335,7 @@ def _pretrained_backbone(
 
 
 def _pretrained_width(backbone: nn.Module, requested: int | None, path: str) -> int:
-    width = backbone.face_model_info.embedding_size
+    width = face_model_info(backbone).embedding_size
     if requested is not None and requested != width:
         raise ValueError(
             f"embedding_size={requested} contradicts pretrained {path!r}, which outputs {width}; "
@@ -337,9 +355,9 @@ def load_module_checkpoint(path: str | Path) -> pl.LightningModule:
 
 def module_from_checkpoint(checkpoint: object, path: str | Path) -> pl.LightningModule:
     """The module of an already loaded Lightning checkpoint (``path`` only names it in errors)."""
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not checkpoint.get("hyper_parameters") or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a facexai Lightning checkpoint (no hyper_parameters/state_dict)")
+    hparams = checkpoint["hyper_parameters"]
     cls = VerificationModule if "margin" in hparams else ClassifierModule
     kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
     module = cls(**kwargs)

@@ -10,9 +10,9 @@ them that view without changing what the network computes.
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from onnx2torch.node_converters.activations import OnnxPReLU
@@ -50,7 +50,7 @@ def canonicalise(graph_module: fx.GraphModule, probe: Tensor) -> tuple[fx.GraphM
     for node in list(graph_module.graph.nodes):
         if node.op != "call_module":
             continue
-        module = graph_module.get_submodule(node.target)
+        module = graph_module.get_submodule(_target(node))
         if isinstance(module, OnnxBatchNorm):
             _replace_batchnorm(graph_module, node, module)
         elif isinstance(module, OnnxPReLU):
@@ -64,50 +64,67 @@ def canonicalise(graph_module: fx.GraphModule, probe: Tensor) -> tuple[fx.GraphM
     return graph_module.eval(), before  # eval(): the new BatchNorms start in train mode
 
 
+def _target(node: fx.Node) -> str:
+    """The qualified name a ``call_module`` or ``get_attr`` node refers to (fx stores it as a str)."""
+    return str(node.target)
+
+
+def _tensor_meta(value: object) -> Any:
+    """ShapeProp's metadata (shape, dtype) of a node's output; None for constants or unpropagated nodes."""
+    return value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
+
+
 def _constant(graph_module: fx.GraphModule, node: object) -> Tensor | None:
     """The tensor behind a ``get_attr`` node, None for anything computed at run time."""
     if not isinstance(node, fx.Node) or node.op != "get_attr":
         return None
-    return functools.reduce(getattr, node.target.split("."), graph_module)
+    value: object = graph_module
+    for name in _target(node).split("."):
+        value = getattr(value, name)
+    return value if isinstance(value, Tensor) else None
 
 
 def _fold_constant_copies(graph_module: fx.GraphModule) -> None:
     """``Identity`` copies of initializers become the initializer itself (nothing mutates it)."""
     for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not isinstance(graph_module.get_submodule(node.target), OnnxCopyIdentity):
+        if node.op != "call_module" or not isinstance(graph_module.get_submodule(_target(node)), OnnxCopyIdentity):
             continue
         source = node.args[0]
         if _constant(graph_module, source) is None:
             continue
         node.replace_all_uses_with(source)
         graph_module.graph.erase_node(node)
-        graph_module.delete_submodule(node.target)
+        graph_module.delete_submodule(_target(node))
 
 
 def _swap_module(graph_module: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple) -> None:
-    graph_module.delete_submodule(node.target)
-    graph_module.add_submodule(node.target, module)
+    graph_module.delete_submodule(_target(node))
+    graph_module.add_submodule(_target(node), module)
     node.args = args
 
 
 def _replace_batchnorm(graph_module: fx.GraphModule, node: fx.Node, module: OnnxBatchNorm) -> None:
-    params = [_constant(graph_module, arg) for arg in node.args[1:5]]
-    meta = node.args[0].meta.get("tensor_meta")
-    if any(p is None for p in params) or meta is None or len(meta.shape) not in _BATCHNORM_BY_RANK:
+    params = [p for p in (_constant(graph_module, arg) for arg in node.args[1:5]) if p is not None]
+    meta = _tensor_meta(node.args[0])
+    if len(params) != 4 or meta is None or len(meta.shape) not in _BATCHNORM_BY_RANK:
         return  # statistics computed at run time: nothing standard to map it to
     weight, bias, mean, var = params
     norm = _BATCHNORM_BY_RANK[len(meta.shape)](weight.numel(), eps=module.epsilon, momentum=module.momentum)
-    with torch.no_grad():
-        norm.weight.copy_(weight.reshape(-1))
-        norm.bias.copy_(bias.reshape(-1))
-        norm.running_mean.copy_(mean.reshape(-1))
-        norm.running_var.copy_(var.reshape(-1))
+    _copy_into(norm, {"weight": weight, "bias": bias, "running_mean": mean, "running_var": var})
     _swap_module(graph_module, node, norm, (node.args[0],))
+
+
+def _copy_into(module: nn.Module, values: dict[str, Tensor]) -> None:
+    """Copy each value, flattened, into the parameter or buffer of that name."""
+    targets = dict(module.named_parameters()) | dict(module.named_buffers())
+    with torch.no_grad():
+        for name, value in values.items():
+            targets[name].copy_(value.reshape(-1))
 
 
 def _replace_prelu(graph_module: fx.GraphModule, node: fx.Node) -> None:
     slope = _constant(graph_module, node.args[1])
-    meta = node.args[0].meta.get("tensor_meta")
+    meta = _tensor_meta(node.args[0])
     if slope is None or meta is None or len(meta.shape) < 2:
         return
     per_channel = slope.numel() == meta.shape[1] and slope.shape[0] == meta.shape[1]
@@ -122,17 +139,20 @@ def _replace_prelu(graph_module: fx.GraphModule, node: fx.Node) -> None:
 def _replace_binary(graph_module: fx.GraphModule, node: fx.Node, module: OnnxBinaryMathOperation) -> None:
     if module.broadcast == 1 and module.axis is not None:
         return  # opset < 7 axis broadcasting has no operator equivalent
-    function, kwargs = _OPERATORS.get(module.math_op_function), {}
+    function = _OPERATORS.get(module.math_op_function)
+    kwargs: dict[str, fx.node.Argument] = {}
     if function is None:  # onnx2torch's Div: true division for floats, truncation for integers
-        meta = node.meta.get("tensor_meta")
-        floating = meta is None or meta.dtype.is_floating_point
-        function, kwargs = (operator.truediv, {}) if floating else (torch.div, {"rounding_mode": "trunc"})
+        meta = _tensor_meta(node)
+        if meta is None or meta.dtype.is_floating_point:
+            function = operator.truediv
+        else:
+            function, kwargs = torch.div, {"rounding_mode": "trunc"}
     with graph_module.graph.inserting_before(node):
         replacement = graph_module.graph.call_function(function, tuple(node.args), kwargs)
     replacement.meta = dict(node.meta)
     node.replace_all_uses_with(replacement)
     graph_module.graph.erase_node(node)
-    graph_module.delete_submodule(node.target)
+    graph_module.delete_submodule(_target(node))
 
 
 def _drop_unused_constants(graph_module: fx.GraphModule) -> None:

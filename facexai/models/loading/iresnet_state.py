@@ -42,7 +42,9 @@ def clean_state_dict(state: Mapping[str, object], path: Path) -> dict[str, Tenso
     tensors: dict[str, Tensor] = {}
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise ValueError(f"{path} is not a state dict: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise ValueError(  # noqa: TRY004  the file's content is wrong, not an argument: ValueError as documented
+                f"{path} is not a state dict: entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
         if key.startswith("module."):
             key = key[len("module.") :]
         tensors[key] = value.float() if value.is_floating_point() else value

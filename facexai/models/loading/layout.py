@@ -69,6 +69,27 @@ class FaceModelInfo:
     parity_cosine: float | None = None
 
 
+def attach_info(model: nn.Module, info: FaceModelInfo) -> None:
+    """Record ``info`` as ``model.face_model_info``, where callers and tests read it.
+
+    ``nn.Module.__setattr__`` is annotated for tensors and modules only; for any other value it
+    just calls ``object.__setattr__``, which is called here directly so the type checker agrees.
+    """
+    object.__setattr__(model, "face_model_info", info)
+
+
+def face_model_info(model: nn.Module) -> FaceModelInfo:
+    """The :class:`FaceModelInfo` that ``load_face_model`` recorded on ``model``.
+
+    Raises:
+        AttributeError: If ``model`` did not come from ``load_face_model``.
+    """
+    info = getattr(model, "face_model_info", None)
+    if isinstance(info, FaceModelInfo):
+        return info
+    raise AttributeError(f"{type(model).__name__} has no face_model_info: it was not loaded by load_face_model")
+
+
 class CanonicalInput(nn.Module):
     """Takes canonical RGB ``(pixel - 127.5) / 127.5`` faces, feeds ``network`` its own layout.
 
@@ -76,6 +97,9 @@ class CanonicalInput(nn.Module):
     ``(pixel - mean) / std``. It exists so that one input convention holds across facexai; the
     wrapped network keeps its module names under ``network.`` (e.g. ``network.layer4``).
     """
+
+    scale: Tensor
+    shift: Tensor
 
     def __init__(self, network: nn.Module, layout: InputLayout) -> None:
         super().__init__()
@@ -93,7 +117,9 @@ class CanonicalInput(nn.Module):
         return faces * self.scale + self.shift
 
     def forward(self, faces: Tensor) -> Tensor:
-        return self.network(self.to_network_input(faces))
+        """Embeddings of canonical faces, computed by the wrapped network on its own layout."""
+        output: Tensor = self.network(self.to_network_input(faces))
+        return output
 
 
 def to_network_input(faces: Tensor, layout: InputLayout) -> Tensor:
