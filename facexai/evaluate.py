@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs, head
+from facexai.pipeline.inputs import BatchAdapter, ExplanationInputs, head
 
 # re-exported: scripts and tests import the config loaders from here
 from facexai.evaluate_inputs import (  # noqa: F401

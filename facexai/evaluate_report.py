@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from facexai.writing import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
-    from facexai.callbacks.adapters import ExplanationInputs
+    from facexai.pipeline import ExplanationInputs
     from facexai.evaluate import EvaluationResult, EvaluationSettings
 
 #: pairs shown in the gallery: enough to compare methods, few enough to read at a glance

@@ -91,13 +91,13 @@ def to_model_input(image: np.ndarray, size: int, path: str | Path) -> Tensor:
             f"facexai: warning: {path} is {width}x{height}, resized to the model's {size}x{size} input; "
             "explanations are only meaningful on aligned crops\n"
         )
-        image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        image = np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     return normalise(image)
 
 
 def cosine_similarity(model: nn.Module, face_a: Tensor, face_b: Tensor) -> float:
     """Cosine of the two clean embeddings, as a verification system scores the pair."""
-    from facexai.callbacks.adapters import eval_forward
+    from facexai.pipeline import eval_forward
 
     embeddings = eval_forward(model, torch.stack([face_a, face_b]))
     return float(torch.nn.functional.cosine_similarity(embeddings[:1], embeddings[1:]).item())

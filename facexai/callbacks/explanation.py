@@ -11,11 +11,8 @@ through a few constructor arguments (see :class:`~facexai.callbacks.adapters.Bat
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,20 +23,28 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from facexai.callbacks.adapters import BatchAdapter, ExplanationInputs
-from facexai.callbacks.config import build_explainers, check_layers, tag_label
-from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
-from facexai.callbacks.overlays import (
-    InvalidMapWarning,
-    check_colormap,
-    curves_figure,
-    invalid_maps,
-    make_denormaliser,
-    save_grid,
-)
+from facexai.callbacks.config import tag_label
+from facexai.callbacks.overlays import check_colormap, curves_figure, make_denormaliser, save_grid
 from facexai.callbacks.rendering import add_picture, render_comparison, render_views, tensorboard_writers
-from facexai.explain import ClassTarget, Explainer, SimilarityTarget
-from facexai.explain.base import float32_interface
+from facexai.explain import Explainer
+from facexai.metrics.inputs import MAPS_AND_MASKS
+from facexai.pipeline import (
+    BatchAdapter,
+    ExplanationInputs,
+    MetricSuite,
+    View,
+    build_explainers,
+    check_layers,
+    explain_and_score,
+    parse_metric_specs,
+    plain_mode,
+    synchronize,
+)
+
+#: who the pipeline names in its messages
+OWNER = "ExplanationCallback"
+#: deletion and insertion AUC, and the energy pointing game when the batches carry masks
+DEFAULT_METRICS = ("deletion_auc", "insertion_auc", "energy_pointing_game")
 
 
 class ExplanationCallback(pl.Callback):
@@ -141,7 +146,8 @@ class ExplanationCallback(pl.Callback):
                                     pair_mask_keys, target)  # fmt: skip
         self.explicit_metrics = metrics is not None
         self.denormalise = make_denormaliser(mean, std)
-        self.suite = MetricSuite(parse_metric_specs(metrics), *_channel_stats(mean, std))
+        specs = parse_metric_specs(DEFAULT_METRICS if metrics is None else metrics, OWNER, dataset_level=False)
+        self.suite = MetricSuite(specs, *_channel_stats(mean, std), owner=OWNER)
         self.every_n_epochs, self.max_samples, self.batches_per_epoch = every_n_epochs, max_samples, batches_per_epoch
         self.explain_dissimilar, self.class_names = explain_dissimilar, class_names
         self.explain_all_sets = explain_all_sets
@@ -194,7 +200,7 @@ class ExplanationCallback(pl.Callback):
             trainer.state.fn != TrainerFn.FITTING or trainer.current_epoch % self.every_n_epochs == 0
         )
         self._times, self._logging_s, self._epoch_start = {}, 0.0, time.perf_counter()
-        with _plain_mode(pl_module.device.type):
+        with plain_mode(pl_module.device.type):
             self.suite.to(pl_module.device)
             self.suite.reset()
 
@@ -207,11 +213,11 @@ class ExplanationCallback(pl.Callback):
         if trainer.sanity_checking and batch_idx == 0:
             # Reading the batch is cheap: a batch format the callback cannot read fails here,
             # before the first training epoch, instead of after it.
-            with _plain_mode(pl_module.device.type):
+            with plain_mode(pl_module.device.type):
                 self._check_inputs(self.adapter.read(pl_module, batch, self.max_samples))
         if not self._active:
             return
-        with _plain_mode(pl_module.device.type):
+        with plain_mode(pl_module.device.type):
             inputs = self.adapter.read(pl_module, batch, self.max_samples)
             self._check_inputs(inputs)
             views = self._explain_all(pl_module, inputs, self._set_prefix(pl_module, dataloader_idx))
@@ -232,57 +238,33 @@ class ExplanationCallback(pl.Callback):
     ) -> dict[str, list[View]]:
         model = self.adapter.resolve_model(pl_module)
         self.suite.count(len(inputs.images) // (2 if inputs.pairs else 1), inputs.images.device)
-        all_views = {}
-        # bf16/fp16 networks take the float32 images the metrics perturb (Lightning's "-true"
-        # precisions convert the batch, a network converted by hand gets float32 batches)
-        with float32_interface(model):
-            for name, explainer in self.explainers.items():
-                all_views[set_prefix + name] = self._explain_one(set_prefix + name, explainer, model, inputs)
-        return all_views
+        return {
+            set_prefix + name: self._explain_one(set_prefix + name, explainer, model, inputs)
+            for name, explainer in self.explainers.items()
+        }
 
     def _explain_one(
         self, label: str, explainer: Explainer, model: torch.nn.Module, inputs: ExplanationInputs
     ) -> list[View]:
-        """One explainer's views, scored by the metrics and timed."""
+        """One explainer's views (e+ and e- for face pairs), scored by the metrics and timed.
+
+        bf16/fp16 networks take the float32 images the metrics perturb (Lightning's "-true"
+        precisions convert the batch, a network converted by hand gets float32 batches).
+        """
         start = time.perf_counter()
-        views = self._views(explainer, model, inputs)
-        for view in views:
-            self._score(tag_label(label), view, inputs, model)
-        _synchronize(inputs.images.device)
+        views = explain_and_score(
+            self.suite, tag_label(label), lambda spec, target: explainer(model, inputs.images, target),
+            inputs, model, self.explain_dissimilar,
+        )  # fmt: skip
+        synchronize(inputs.images.device)
         self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
-        return views
-
-    def _score(self, label: str, view: View, inputs: ExplanationInputs, model: torch.nn.Module) -> None:
-        """Feed the metrics one view; maps with NaN/Inf are left out (with a warning), not fatal."""
-        finite = ~invalid_maps(view.maps)
-        if bool(finite.all()):
-            self.suite.update(label, view, inputs.images, inputs.masks, model)
-            return
-        warn_invalid_maps(label, view, inputs.pairs)
-        if bool(finite.any()):
-            keep = torch.nonzero(finite).flatten()
-            part = dataclasses.replace(view, maps=view.maps[keep], target=view.target.select(keep))
-            masks = None if inputs.masks is None else inputs.masks[keep]
-            self.suite.update(label, part, inputs.images[keep], masks, model)
-
-    def _views(self, explainer: Explainer, model: torch.nn.Module, inputs: ExplanationInputs) -> list[View]:
-        """Maps of one explainer: one view for single images, e+ (and e-) for face pairs."""
-        if not inputs.pairs:
-            softmax = isinstance(inputs.target, ClassTarget)
-            maps = explainer(model, inputs.images, inputs.target)
-            return [View("", maps, inputs.target, softmax, "probability" if softmax else "target")]
-        positive = inputs.target
-        views = [View("pos", explainer(model, inputs.images, positive), positive, False, "cosine")]
-        if self.explain_dissimilar and isinstance(positive, SimilarityTarget):
-            negative = SimilarityTarget(positive.reference, mode="dissimilar")
-            views.append(View("neg", explainer(model, inputs.images, negative), negative, False, "dissimilarity"))
         return views
 
     def _end_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self._active:
             return
         prefix = "" if stage == "val" else f"{stage}/"
-        with _plain_mode(pl_module.device.type):
+        with plain_mode(pl_module.device.type):
             values = self.suite.compute()
             curves = self.suite.mean_curves() if self.log_curves else {}
         if trainer.is_global_zero:
@@ -297,14 +279,14 @@ class ExplanationCallback(pl.Callback):
             # DDP warning away.
             pl_module.log(f"{stage}/xai/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
                           add_dataloader_idx=False)  # fmt: skip
-        for key, value in times.items():
+        for key, seconds in times.items():
             # Times are per rank and their labels follow the batches a rank saw (with
             # explain_all_sets a rank may see no batch of a set): a synced log would pair up
             # different all-reduces across ranks and hang, so rank zero reports its own times.
-            pl_module.log(f"{prefix}xai/{key}", value, on_step=False, on_epoch=True, rank_zero_only=True,
+            pl_module.log(f"{prefix}xai/{key}", seconds, on_step=False, on_epoch=True, rank_zero_only=True,
                           add_dataloader_idx=False)  # fmt: skip
         self._check_time(times["time_s"], time.perf_counter() - self._epoch_start)
-        with _plain_mode(pl_module.device.type):
+        with plain_mode(pl_module.device.type):
             self.suite.reset()
         self._active = False
 
@@ -361,7 +343,7 @@ class ExplanationCallback(pl.Callback):
 
     def _check_inputs(self, inputs: ExplanationInputs) -> None:
         """Warn once when explicitly requested mask metrics cannot run on these batches."""
-        missing = [name for name in self.suite.names("mask") if inputs.masks is None]
+        missing = [name for name in self.suite.names(MAPS_AND_MASKS) if inputs.masks is None]
         if missing and self.explicit_metrics and "masks" not in self._once:
             self._once.add("masks")
             keys = self.adapter.pair_mask_keys if inputs.pairs else self.adapter.mask_key
@@ -407,27 +389,6 @@ def _check_labels(explainers: Mapping[str, Explainer]) -> None:
                              "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}")  # fmt: skip
 
 
-def warn_invalid_maps(label: str, view: View, pairs: bool) -> None:
-    """Warn, naming the explainer and the samples, when maps have NaN or Inf values.
-
-    Such maps are drawn as crossed grey tiles (:func:`~facexai.callbacks.overlays.apply_colormap`)
-    and training goes on; the warning says which explanation to distrust.
-    """
-    bad = [int(i) for i in torch.nonzero(invalid_maps(view.maps)).flatten()]
-    if not bad:
-        return
-    n = len(view.maps) // 2
-    where = [f"pair {i % n} ({'AB'[i // n]})" for i in bad] if pairs else [str(i) for i in bad]
-    shown = ", ".join(where[:20]) + (", ..." if len(where) > 20 else "")
-    name = f"{label} ({view.suffix})" if view.suffix else label
-    warnings.warn(
-        f"ExplanationCallback: {name} returned maps with NaN or Inf values for samples [{shown}]; "
-        "they are drawn as crossed grey tiles and left out of the metrics",
-        InvalidMapWarning,
-        stacklevel=2,
-    )
-
-
 def _set_of(label: str) -> str:
     """``"lfw/"`` of ``"lfw/gradcam"`` (labels carry the validation set when all are explained), else ``""``."""
     return label.rsplit("/", 1)[0] + "/" if "/" in label else ""
@@ -447,19 +408,3 @@ def _channel_stats(
         return values * 3 if len(values) == 1 else values
 
     return expand(mean), expand(std)
-
-
-@contextmanager
-def _plain_mode(device_type: str) -> Iterator[None]:
-    """No inference mode, no gradients, no autocast: normal float32 tensors for the metric states.
-
-    Under ``trainer.validate`` tensors made in inference mode could never be updated in place
-    again by a later ``fit``; scoring under autocast would make faithfulness depend on precision.
-    """
-    with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
-        yield
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -11,7 +11,7 @@ Captions are drawn with PIL because TensorBoard's image panel shows no per-row t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,12 +19,15 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from facexai.data.transforms import denormalise
+from facexai.pipeline.views import invalid_maps
 from facexai.writing import atomic_path
+
 
 #: recommended colour maps: perceptually ordered and readable over faces (any matplotlib name works)
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
@@ -64,7 +67,7 @@ def apply_colormap(maps: Tensor, name: str = "inferno") -> Tensor:
 
     A map with any NaN or Inf value becomes a crossed grey tile (:func:`invalid_tile`) instead
     of an out-of-range lookup (NaN cast to an index is -2**63): one broken map must not stop
-    the training run that logs it. The callback warns about such maps (:class:`InvalidMapWarning`).
+    the training run that logs it. The pipeline warns about such maps (:class:`~facexai.pipeline.views.InvalidMapWarning`).
     """
     lut = colormap_lut(name).to(maps.device)
     values = torch.nan_to_num(maps.detach().float(), nan=0.0).clamp(0, 1)
@@ -81,20 +84,11 @@ def overlay(images: Tensor, maps: Tensor, name: str = "inferno", alpha: float = 
     return mark_invalid(blended, invalid_maps(maps))
 
 
-class InvalidMapWarning(UserWarning):
-    """An explainer returned a map with NaN or Inf values; it is drawn as a crossed grey tile."""
-
-
 #: grey of tiles whose map has NaN/Inf values, and the red of the cross drawn over them
 INVALID_GREY = 0.5
 INVALID_CROSS = (0.85, 0.0, 0.0)
 #: half-width of the cross's strokes as a fraction of the tile side (visible after resizing)
 CROSS_WIDTH = 0.04
-
-
-def invalid_maps(maps: Tensor) -> Tensor:
-    """(N,) bool: the maps (N, H, W) that have any NaN or Inf value (nothing to colour)."""
-    return ~torch.isfinite(maps.detach()).flatten(1).all(dim=1)
 
 
 def invalid_tile(height: int, width: int) -> Tensor:
@@ -209,7 +203,9 @@ def draw_text(image: Tensor, texts: Sequence[tuple[int, int, str]]) -> Tensor:
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255
 
 
-def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width: int) -> str:
+def _fit(
+    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int
+) -> str:
     """Shorten ``text`` with an ellipsis until it fits ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text
@@ -218,24 +214,36 @@ def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width:
     return text + "..."
 
 
-def curves_figure(curves: dict[str, dict[str, Tensor]], title: str = "") -> Figure:
-    """Mean deletion/insertion curves, one panel per mode and one line per view.
+def curves_figure(panels: Mapping[str, Mapping[str, Tensor]], title: str = "", dashed: Sequence[str] = ()) -> Figure:
+    """Mean deletion/insertion curves: one panel per ``panels`` key, one line per inner key.
+
+    The callback's TensorBoard figures and the ``evaluate`` report's PNGs are this figure.
 
     Args:
-        curves: ``{"deletion": {"e+": curve, ...}, "insertion": {...}}``; each curve (steps + 1,)
-            over the fraction of pixels perturbed.
-        title: figure title (the explainer).
+        panels: ``{"deletion": {"e+": curve, ...}, "insertion": {...}}`` (or keys such as
+            "deletion e+" with one line per method); each curve (steps + 1,) over the fraction
+            of pixels perturbed. A key starting with "deletion" labels its x axis "deleted".
+        title: what the curves belong to, put before each panel's key in its title.
+        dashed: line labels drawn dashed (reference rows).
+
+    >>> import torch
+    >>> figure = curves_figure({"deletion": {"e+": torch.linspace(1, 0, 5)}}, "gradcam")
+    >>> [axes.get_title() for axes in figure.axes]
+    ['gradcam deletion']
     """
+    count = max(len(panels), 1)
     # A fixed layout: constrained/tight layout solvers cost more than drawing these small plots.
-    fig = Figure(figsize=(3.2 * len(curves), 2.8), dpi=100)
-    fig.subplots_adjust(left=0.16 / len(curves), right=0.97, bottom=0.17, top=0.89, wspace=0.35)
-    for ax, (mode, lines) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items(), strict=False):
+    fig = Figure(figsize=(3.3 * count, 2.9), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.16 / count, right=0.97, bottom=0.17, top=0.89, wspace=0.35)
+    for ax, (panel, lines) in zip(fig.subplots(1, count, squeeze=False)[0], panels.items(), strict=False):
         for label, curve in lines.items():
             curve = curve.detach().float().cpu()
-            ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve.numpy(), label=label or "score")
-        ax.set_xlabel(f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}")
+            style = "--" if label in dashed else "-"
+            ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve.numpy(), style, label=label or "score")
+        ax.set_xlabel(f"fraction of pixels {'deleted' if panel.startswith('deletion') else 'inserted'}")
         ax.set_ylabel("mean score")
-        ax.set_title(f"{title} {mode}".strip())
+        ax.set_title(f"{title} {panel}".strip(), fontsize=9)
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=7)
@@ -250,8 +258,10 @@ def save_grid(grid: Tensor | np.ndarray, path: str | Path) -> Path:
     """
     path = Path(path)
     if isinstance(grid, Tensor):
-        grid = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    picture = Image.fromarray(grid)
+        array = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    else:
+        array = grid
+    picture = Image.fromarray(array)
     with atomic_path(path) as partial:
         picture.save(partial, format="PNG")
     return path

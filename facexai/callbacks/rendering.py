@@ -18,11 +18,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-from facexai.callbacks.adapters import ExplanationInputs
 from facexai.callbacks.comparison import ComparisonLayout, comparison_grid
-from facexai.callbacks.metric_suite import VIEW_LABELS, View
 from facexai.callbacks.overlays import classification_rows, compose_grid, pair_rows
 from facexai.explain import ClassTarget
+from facexai.pipeline import ExplanationInputs, View
 
 __all__ = [
     "ComparisonLayout",
@@ -44,7 +43,7 @@ VIEW_TITLES = {"pos": "e+  what makes A and B match", "neg": "e-  what pushes A 
 try:  # the unified ``lightning`` package has its own logger class
     from lightning.pytorch.loggers import TensorBoardLogger as _UnifiedTensorBoardLogger
 
-    TENSORBOARD_LOGGERS: tuple[type, ...] = (TensorBoardLogger, _UnifiedTensorBoardLogger)
+    TENSORBOARD_LOGGERS: tuple[type[Any], ...] = (TensorBoardLogger, _UnifiedTensorBoardLogger)
 except ImportError:
     TENSORBOARD_LOGGERS = (TensorBoardLogger,)
 
@@ -98,8 +97,8 @@ def render_views(
     for view in views:
         maps = view.maps.detach().cpu()
         rows = pair_rows(display[:n], display[n:], maps[:n], maps[n:], colormap)
-        captions = pair_captions(outputs, inputs.issame, VIEW_LABELS[view.suffix])
-        grids[f"pairs_{view.suffix}"] = compose_grid(rows, captions, tile_size, f"{title}  {VIEW_LABELS[view.suffix]}")
+        captions = pair_captions(outputs, inputs.issame, view.spec.label)
+        grids[f"pairs_{view.suffix}"] = compose_grid(rows, captions, tile_size, f"{title}  {view.spec.label}")
     return grids
 
 

@@ -42,12 +42,12 @@ class _MeanMetric(DeclaredMetric):
     Subclasses are registered with ``register_metric`` (which sets ``key``), declare their
     ``inputs``, and call ``self._accumulate`` from ``update`` with the result of their
     functional twin's ``_update`` helper; ``compute`` is the running mean unless a subclass
-    reduces otherwise. Curve metrics pass ``points`` to also keep a pointwise sum of their
-    curves, so the mean curve can be plotted.
+    reduces otherwise. A subclass with settings records them with ``self._record`` (curve
+    metrics also pass ``points`` to keep a pointwise sum of their curves, so the mean curve can
+    be plotted); the constructor itself takes only torchmetrics options, so a metric's own
+    signature lists exactly its options.
 
     Args:
-        settings: what the number depends on (steps, baseline, score type, ...).
-        points: number of points per curve, or None for metrics without curves.
         **kwargs: ``torchmetrics.Metric`` options.
     """
 
@@ -57,13 +57,18 @@ class _MeanMetric(DeclaredMetric):
     count: Tensor
     curve_total: Tensor
 
-    def __init__(self, settings: dict[str, Any] | None = None, points: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings: dict[str, Any] = dict(settings or {})
-        self.points = points
+        self.settings: dict[str, Any] = {}
+        self.points: int | None = None
         self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def _record(self, settings: dict[str, Any], points: int | None = None) -> None:
+        """Record what the number depends on; ``points``: points per curve, for the mean curve."""
+        self.settings = dict(settings)
         if points is not None:
+            self.points = points
             self.add_state("curve_total", default=torch.zeros(points), dist_reduce_fx="sum")
 
     @property

@@ -57,7 +57,9 @@ class _CurveAUC(_MeanMetric):
 
     def __init__(self, steps: int = 50, baseline: str | None = None, score: str = "probability", **kwargs: Any) -> None:
         baseline = DEFAULT_BASELINES[self.mode] if baseline is None else baseline
-        super().__init__(_curve_settings(steps, baseline, score), points=steps + 1, **kwargs)
+        settings = _curve_settings(steps, baseline, score)
+        super().__init__(**kwargs)
+        self._record(settings, points=steps + 1)
         self.steps, self.baseline, self.score = steps, baseline, score
 
     def update(self, curves: Tensor) -> None:
@@ -116,7 +118,8 @@ class AverageDrop(_MeanMetric):
     higher_is_better = False
 
     def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
-        super().__init__(_confidence_settings(score, form), **kwargs)
+        super().__init__(**kwargs)
+        self._record(_confidence_settings(score, form))
         self.score, self.form = score, form
 
     def update(self, scores: Tensor, masked_scores: Tensor) -> None:
@@ -141,7 +144,8 @@ class IncreaseInConfidence(_MeanMetric):
     higher_is_better = True
 
     def __init__(self, score: str = "probability", **kwargs: Any) -> None:
-        super().__init__(_confidence_settings(score, None), **kwargs)
+        super().__init__(**kwargs)
+        self._record(_confidence_settings(score, None))
         self.score = score
 
     def update(self, scores: Tensor, masked_scores: Tensor) -> None:
@@ -169,7 +173,8 @@ class AverageDropInDeletion(_MeanMetric):
     higher_is_better = True
 
     def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
-        super().__init__(_confidence_settings(score, form), **kwargs)
+        super().__init__(**kwargs)
+        self._record(_confidence_settings(score, form))
         self.score, self.form = score, form
 
     def update(self, scores: Tensor, deleted_scores: Tensor) -> None:
@@ -213,7 +218,8 @@ class _ROAD(_MeanMetric):
     ) -> None:
         percentages = tuple(percentages)
         settings = _road_settings(percentages, noise_std, score)
-        super().__init__(settings, points=len(percentages), **kwargs)
+        super().__init__(**kwargs)
+        self._record(settings, points=len(percentages))
         self.percentages, self.noise_std, self.score = percentages, noise_std, score
 
     def update(self, curves: Tensor) -> None:

@@ -39,7 +39,8 @@ class PointingGame(_MeanMetric):
 
     def __init__(self, tolerance: int = 0, **kwargs: Any) -> None:
         check_tolerance(tolerance)
-        super().__init__({"tolerance": tolerance}, **kwargs)
+        super().__init__(**kwargs)
+        self._record({"tolerance": tolerance})
         self.tolerance = tolerance
 
     def update(self, maps: Tensor, masks: Tensor) -> None:
@@ -110,7 +111,8 @@ class RandomisationSanity(_MeanMetric):
     higher_is_better = False
 
     def __init__(self, randomised: str = "top", **kwargs: Any) -> None:
-        super().__init__({"randomised": randomised}, **kwargs)
+        super().__init__(**kwargs)
+        self._record({"randomised": randomised})
         self.randomised = randomised
 
     def update(self, maps: Tensor, randomised_maps: Tensor) -> None:

@@ -45,7 +45,11 @@ class ExplanationInputs:
 
 
 class BatchAdapter:
-    """Reads validation batches; see :class:`~facexai.callbacks.ExplanationCallback` for the args."""
+    """Reads validation batches into :class:`ExplanationInputs`.
+
+    The arguments are the callback's; see :class:`~facexai.callbacks.ExplanationCallback`.
+    ``evaluate`` uses the defaults (``model_attr=None`` for a bare face model).
+    """
 
     def __init__(
         self,
@@ -77,10 +81,8 @@ class BatchAdapter:
             model = pl_module.explained_model
         except (AttributeError, NotImplementedError):
             model = None
-        if model is None and self.model_attr is None:
-            model = pl_module
         if model is None:
-            model = _get_attr(pl_module, self.model_attr)
+            model = pl_module if self.model_attr is None else _get_attr(pl_module, self.model_attr)
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"ExplanationCallback: {type(pl_module).__name__}.{self.model_attr} must be an "
@@ -112,7 +114,8 @@ class BatchAdapter:
 
     def _from_batch(self, model: nn.Module, batch: Any) -> ExplanationInputs:
         if isinstance(batch, Mapping) and all(key in batch for key in self.pair_keys):
-            images, target = pair_targets(model, *(_images(batch[k], f"batch[{k!r}]") for k in self.pair_keys))
+            first, second = (_images(batch[key], f"batch[{key!r}]") for key in self.pair_keys)
+            images, target = pair_targets(model, first, second)
             return self._pair_inputs(model, batch, images, target)
         if isinstance(batch, Mapping) and self.image_key in batch:
             images = _images(batch[self.image_key], f"batch[{self.image_key!r}]")
@@ -157,8 +160,8 @@ class BatchAdapter:
                 raise ValueError(f"batch[{self.issame_key!r}] has {len(issame)} entries for {n} pairs")
         masks = None
         if self.pair_mask_keys is not None:
-            parts = [self._masks(batch, key, images[:n]) for key in self.pair_mask_keys]
-            masks = None if any(p is None for p in parts) else torch.cat(parts)
+            masks_a, masks_b = (self._masks(batch, key, images[:n]) for key in self.pair_mask_keys)
+            masks = None if masks_a is None or masks_b is None else torch.cat([masks_a, masks_b])
         return ExplanationInputs(images, target, eval_forward(model, images), True, None, masks, issame)
 
     @staticmethod

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from callback_models import FAST_METRICS, GridCountingCallback, PlainClassifier, events, trainer, tuple_loaders
 
 from facexai.callbacks import ExplanationCallback
-from facexai.callbacks.metric_suite import MetricSuite, View, parse_metric_specs
+from facexai.pipeline import POS_VIEW, MetricSuite, parse_metric_specs
 
 
 class _Counting(GridCountingCallback, ExplanationCallback):
@@ -55,9 +55,9 @@ SPECS = {"deletion_auc": {"steps": 4}, "sparsity": {}}
 def _feed(suite: MetricSuite, label: str, name: str, seed: int) -> None:
     """Update one metric of ``suite`` directly with seeded curves or maps (3 samples)."""
     gen = torch.Generator().manual_seed(seed)
-    view = View("pos", torch.rand(3, 8, 8, generator=gen), None, False, "cosine")  # type: ignore[arg-type]
-    metric = suite.metric(label, name, view, torch.device("cpu"))
-    metric.update(torch.rand(3, 5, generator=gen) if name == "deletion_auc" else view.maps)
+    maps = torch.rand(3, 8, 8, generator=gen)
+    metric = suite.metric(label, name, POS_VIEW, torch.device("cpu"))
+    metric.update(torch.rand(3, 5, generator=gen) if name == "deletion_auc" else maps)
 
 
 #: (rank, explainer, metric, seed): rank 1 creates its metrics in another order and has one
@@ -69,7 +69,8 @@ EPOCH_2 = [(0, "gradcam", "sparsity", 5)]
 
 def _uneven_epochs(rank: int | None) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
     """compute() and mean_curves() after each epoch; ``rank`` None: one process does everything."""
-    suite, results = MetricSuite(parse_metric_specs(SPECS), [0.5] * 3, [0.5] * 3), []
+    specs = parse_metric_specs(SPECS, "ExplanationCallback", dataset_level=False)
+    suite, results = MetricSuite(specs, [0.5] * 3, [0.5] * 3), []
     for epoch in (EPOCH_1, EPOCH_2):
         for owner, label, name, seed in epoch:
             if rank is None or rank == owner:

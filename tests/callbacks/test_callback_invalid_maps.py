@@ -17,7 +17,6 @@ from facexai.callbacks import ExplanationCallback
 from facexai.callbacks.overlays import (
     INVALID_CROSS,
     INVALID_GREY,
-    InvalidMapWarning,
     apply_colormap,
     invalid_maps,
     overlay,
@@ -26,6 +25,7 @@ from facexai.callbacks.overlays import (
 from facexai.explain import Explainer
 from facexai.explain.gradcam import GradCAM
 from facexai.explain.targets import Target
+from facexai.pipeline import InvalidMapWarning
 
 
 def test_nan_or_inf_maps_become_crossed_grey_tiles_and_others_are_unchanged() -> None:

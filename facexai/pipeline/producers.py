@@ -1,0 +1,160 @@
+"""One producer per metric input kind: what a metric's ``update`` is fed, from explained maps.
+
+A metric class declares the kind of its ``update`` arguments (``inputs``, see
+:mod:`facexai.metrics.inputs`); the producer of that kind makes them. Per-view producers read a
+:class:`ViewSource` (images, maps, the view's score and the batch's masks); the perturbation
+passes they share are computed once per view: deletion and insertion curves of the same steps
+in one batched pass, the clean, kept and deleted scores of the confidence metrics in another.
+Pair producers read a :class:`PairSource` (the probes' e+ maps, both faces, genuine/impostor
+labels). A producer returns ``None`` when the batch lacks what it needs (e.g. masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from facexai.metrics import inputs as kinds
+from facexai.metrics.functional import (
+    deletion_insertion_curves,
+    masked_scores,
+    perturbation_curves,
+    road_curves,
+    verification_perturbation_curves,
+)
+
+#: per-view curve kinds and the perturbation mode that makes them
+CURVE_MODES = {kinds.DELETION_CURVES: "deletion", kinds.INSERTION_CURVES: "insertion"}
+UpdateArgs = tuple[Tensor, ...] | None
+
+
+@dataclass
+class ViewSource:
+    """What the per-view producers read, with the shared perturbation passes cached.
+
+    Attributes:
+        images: normalised images (N, 3, H, W).
+        maps: maps (N, H, W) of one view, all finite.
+        score_fn: the view's indexed score ``(images, index) -> (B,)``.
+        masks: ground-truth masks (N, H, W) or None.
+        mean: per-channel normalisation mean (ROAD imputes in pixel space).
+        std: per-channel normalisation std.
+        chunk_size: images per forward pass when scoring perturbed images.
+    """
+
+    images: Tensor
+    maps: Tensor
+    score_fn: Callable[..., Tensor]
+    masks: Tensor | None
+    mean: Sequence[float]
+    std: Sequence[float]
+    chunk_size: int
+    planned: list[tuple[str, int, str]] = field(default_factory=list)
+    _curves: dict[tuple[str, int, str], Tensor] = field(default_factory=dict)
+    _masked: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def plan(self, metrics: Iterable[Any]) -> None:
+        """Note the curves the view's metrics will ask for, so matching pairs share one pass."""
+        self.planned = [(CURVE_MODES[m.inputs], m.steps, m.baseline) for m in metrics if m.inputs in CURVE_MODES]
+
+    def curves(self, mode: str, steps: int, baseline: str) -> Tensor:
+        """Deletion or insertion curves (N, steps + 1), joint with a planned partner of the same steps."""
+        key = (mode, steps, baseline)
+        if key not in self._curves:
+            other = "insertion" if mode == "deletion" else "deletion"
+            partner = next((b for m, s, b in self.planned if m == other and s == steps), None)
+            if partner is None:
+                self._curves[key] = perturbation_curves(
+                    self.score_fn, self.images, self.maps, steps, baseline, mode, self.chunk_size, with_index=True
+                )
+            else:
+                bases = (baseline, partner) if mode == "deletion" else (partner, baseline)
+                both = deletion_insertion_curves(
+                    self.score_fn, self.images, self.maps, steps, *bases, self.chunk_size, with_index=True
+                )
+                for curve_mode, base, curves in zip(("deletion", "insertion"), bases, both, strict=True):
+                    self._curves[(curve_mode, steps, base)] = curves
+        return self._curves[key]
+
+    def masked(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Clean, map-kept and map-deleted scores (N,) each, from one pass."""
+        if self._masked is None:
+            self._masked = masked_scores(self.score_fn, self.images, self.maps, self.chunk_size, with_index=True)
+        return self._masked
+
+
+@dataclass
+class PairSource:
+    """What the pair producers read: probes A with their e+ maps, partners B, labels.
+
+    Attributes:
+        model: maps images to embeddings.
+        probes: faces A (M, 3, H, W).
+        partners: faces B (M, 3, H, W).
+        maps: e+ maps of the probes (M, H, W), all finite.
+        issame: genuine (True) or impostor pair (M,).
+        chunk_size: images per forward pass.
+    """
+
+    model: nn.Module
+    probes: Tensor
+    partners: Tensor
+    maps: Tensor
+    issame: Tensor
+    chunk_size: int
+
+
+def _curves(source: ViewSource, metric: Any) -> UpdateArgs:
+    return (source.curves(CURVE_MODES[metric.inputs], metric.steps, metric.baseline),)
+
+
+def _kept(source: ViewSource, metric: Any) -> UpdateArgs:
+    clean, kept, _ = source.masked()
+    return clean, kept
+
+
+def _deleted(source: ViewSource, metric: Any) -> UpdateArgs:
+    clean, _, deleted = source.masked()
+    return clean, deleted
+
+
+def _maps(source: ViewSource, metric: Any) -> UpdateArgs:
+    return (source.maps,)
+
+
+def _maps_and_masks(source: ViewSource, metric: Any) -> UpdateArgs:
+    return None if source.masks is None else (source.maps, source.masks)
+
+
+def _road(source: ViewSource, metric: Any) -> UpdateArgs:
+    curves = road_curves(
+        source.score_fn, source.images, source.maps, source.mean, source.std, metric.percentages,
+        order=metric.order, noise_std=metric.noise_std, chunk_size=source.chunk_size, with_index=True,
+    )  # fmt: skip
+    return (curves,)
+
+
+def _pair_curves(source: PairSource, metric: Any) -> UpdateArgs:
+    interleaved = torch.stack([source.probes, source.partners], dim=1).flatten(0, 1)
+    curves = verification_perturbation_curves(
+        source.model, interleaved, source.maps, metric.steps, metric.mode, metric.baseline, source.chunk_size
+    )
+    return curves, source.issame.to(curves.device)
+
+
+#: input kind -> producer of the ``update`` arguments of one view's metric
+VIEW_PRODUCERS: dict[str, Callable[[ViewSource, Any], UpdateArgs]] = {
+    kinds.DELETION_CURVES: _curves,
+    kinds.INSERTION_CURVES: _curves,
+    kinds.KEPT_SCORES: _kept,
+    kinds.DELETED_SCORES: _deleted,
+    kinds.MAPS: _maps,
+    kinds.MAPS_AND_MASKS: _maps_and_masks,
+    kinds.ROAD_CURVES: _road,
+}
+#: input kind -> producer of a pair-level metric's arguments (from the e+ maps of the probes)
+PAIR_PRODUCERS: dict[str, Callable[[PairSource, Any], UpdateArgs]] = {kinds.PAIR_CURVES: _pair_curves}
