@@ -11,6 +11,7 @@ from facexai.explain.registry_instance import (
     EXPLAINERS,
     available_explainers,
     create_explainer,
+    exportable_explainers,
     register_explainer,
 )
 from facexai.explain.targets import ClassTarget, SimilarityTarget, Target
@@ -36,6 +37,7 @@ __all__ = [
     "available_explainers",
     "create_explainer",
     "explain_pairs",
+    "exportable_explainers",
     "pair_targets",
     "postprocess",
     "register_explainer",

@@ -16,7 +16,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,10 @@ class Explainer(ABC):
 
     #: registry name, set by :func:`facexai.explain.register_explainer`
     name: str = ""
+    #: why the method cannot be traced into an ONNX graph (:mod:`facexai.export`), ``None`` where
+    #: it can; a method sets ``None`` once its :meth:`explain_for_tracing` traces (the export
+    #: then checks the graph against PyTorch). Unknown methods are refused.
+    not_exportable: ClassVar[str | None] = "it does not declare itself traceable into ONNX"
 
     def __call__(self, model: nn.Module, images: Tensor, target: Target | None = None) -> Tensor:
         """Explain ``target`` for ``images`` under ``model``.
@@ -68,6 +72,14 @@ class Explainer(ABC):
         (LIFT-CAM's summation check) or a shortcut that changes no number (FG-CAM's z+ rule).
         """
         return self.explain(model, images, target)
+
+    def export_refusal(self) -> str | None:
+        """Why this instance cannot be exported to ONNX, ``None`` where it can.
+
+        The class's :attr:`not_exportable`; a method overrides this when some option values
+        have no ONNX form.
+        """
+        return self.not_exportable
 
     def _resolve_target(self, model: nn.Module, images: Tensor, target: Target | None) -> Target:
         if target is None:

@@ -56,6 +56,10 @@ class CorrRISE(Explainer):
         batch_size: masked images per forward pass.
     """
 
+    not_exportable = (
+        "it scores n_masks masked copies of every image in a Python loop whose length depends on the batch size"
+    )
+
     def __init__(
         self,
         n_masks: int = 500,

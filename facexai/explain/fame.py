@@ -72,6 +72,11 @@ class FAME(Explainer):
             images' device (``iterations`` everywhere unless ``epsilon`` stopped a sample early).
     """
 
+    not_exportable = (
+        "its LOTS loop (hundreds of forward and backward passes, stopping samples on their loss values) "
+        "would be unrolled into the graph"
+    )
+
     def __init__(
         self,
         iterations: int = 500,

@@ -82,6 +82,8 @@ class FGCAM(CAMExplainer):
             ``target_layer`` whose *output* receives the map.
     """
 
+    not_exportable = None
+
     def __init__(
         self,
         target_layer: str | None = None,
@@ -99,6 +101,14 @@ class FGCAM(CAMExplainer):
         self.base = base
         self.denoise = denoise
         self.explain_at = explain_at
+
+    def export_refusal(self) -> str | None:
+        """The Grad-CAM base without denoising exports; the other options have no ONNX form."""
+        if self.base != "gradcam":
+            return f"with base={self.base!r}, {ScoreCAM.not_exportable}; use base='gradcam'"
+        if self.denoise:
+            return "with denoise=True: ONNX has no SVD operator"
+        return None
 
     @property
     def needs_gradients(self) -> bool:  # type: ignore[override]

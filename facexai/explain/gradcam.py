@@ -13,6 +13,8 @@ from facexai.explain.targets import Target
 class GradCAM(CAMExplainer):
     """Channel weights are the spatially averaged gradients of the score: w_k = mean_ij dS/dA_k."""
 
+    not_exportable = None
+
     def channel_weights(
         self,
         model: nn.Module,

@@ -27,6 +27,8 @@ class GradCAMPlusPlus(CAMExplainer):
         target_layer: dotted module name of the CAM layer; ``None`` picks the last feature layer.
     """
 
+    not_exportable = None
+
     def channel_weights(
         self,
         model: nn.Module,

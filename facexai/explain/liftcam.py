@@ -96,6 +96,7 @@ class LiftCAM(CAMExplainer):
             picks the last feature layer.
     """
 
+    not_exportable = None
     #: relative gap |sum phi - delta| / scale above which a call warns (see class docstring)
     tolerance: float = 1e-3
 

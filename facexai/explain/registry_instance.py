@@ -21,10 +21,23 @@ def register_explainer(name: str) -> Callable[[type[Explainer]], type[Explainer]
 
 
 def create_explainer(name: str, **options: object) -> Explainer:
-    """Build the explainer registered as ``name`` with keyword ``options`` (see METHODS.md)."""
+    """Build the explainer registered as ``name`` with keyword ``options`` (see docs/methods.md)."""
     return EXPLAINERS.get(name)(**options)
 
 
 def available_explainers() -> list[str]:
     """Names accepted by :func:`create_explainer`, sorted."""
     return EXPLAINERS.names()
+
+
+def exportable_explainers() -> list[str]:
+    """Names of the registered explainers whose class can be traced into ONNX, sorted.
+
+    Read from each class's :attr:`~facexai.explain.Explainer.not_exportable`, so a newly
+    registered method is listed (or not) by its own declaration.
+
+    >>> import facexai.explain
+    >>> exportable_explainers()
+    ['fgcam', 'gradcam', 'gradcam++', 'liftcam']
+    """
+    return [name for name in EXPLAINERS.names() if EXPLAINERS.get(name).not_exportable is None]

@@ -34,6 +34,7 @@ class ScoreCAM(CAMExplainer):
     """
 
     needs_gradients = False
+    not_exportable = "it scores the masked images in a Python loop whose length depends on the batch size"
 
     def __init__(self, target_layer: str | None = None, batch_size: int = 64) -> None:
         super().__init__(target_layer)

@@ -10,12 +10,48 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from facexai.cli import user_error_message
 
-EXPORT_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")  # == explained.EXPORTABLE_EXPLAINERS
+
+class ExportableNames(Sequence[str]):
+    """The exportable explainer names, read from the explainer classes when first asked for.
+
+    Reading them imports the explainers, hence torch (seconds). Building the parser and running
+    ``audit`` must not pay that, so ``--explainer`` takes this sequence as its ``choices``: it is
+    consulted only when ``--explainer`` is given (the export imports torch anyway), for
+    ``--help``, or to list the names in an error.
+    """
+
+    @cached_property
+    def _names(self) -> tuple[str, ...]:
+        from facexai.explain import exportable_explainers
+
+        return tuple(exportable_explainers())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+
+#: names accepted by ``--explainer``: :func:`facexai.explain.exportable_explainers`, read lazily
+EXPORT_EXPLAINERS = ExportableNames()
 MODULE_CLASSES = ("ClassifierModule", "VerificationModule")
 
 EXPORT_EPILOG = """\
@@ -56,18 +92,32 @@ baseline) and report/report.json. Needs only numpy, onnxruntime, Pillow and tqdm
 """
 
 
+def _parser(command: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A parser for ``python -m facexai <command>`` whose epilog keeps its line breaks."""
+    return argparse.ArgumentParser(
+        prog=f"python -m facexai {command}",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def export_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m facexai export``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m facexai export",
-        description="Export a facexai checkpoint to ONNX (optionally with an explainer in the graph), "
+    parser = _parser(
+        "export",
+        "Export a facexai checkpoint to ONNX (optionally with an explainer in the graph), "
         "check it with onnx.checker and against PyTorch with onnxruntime.",
-        epilog=EXPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EXPORT_EPILOG,
     )
     parser.add_argument("--ckpt_path", "--ckpt-path", required=True, type=Path, help="Lightning checkpoint (.ckpt)")
     parser.add_argument("--output", "-o", required=True, type=Path, help="ONNX file to write")
-    parser.add_argument("--explainer", choices=EXPORT_EXPLAINERS, help="trace this explainer into the graph")
+    parser.add_argument(
+        "--explainer",
+        choices=EXPORT_EXPLAINERS,
+        metavar="NAME",  # not {a,b,...}: argparse would read the choices, importing torch, at once
+        help="trace this explainer into the graph: %(choices)s",
+    )
     parser.add_argument("--target_layer", "--target-layer", help="CAM layer (dotted name in the backbone)")
     parser.add_argument(
         "--input_size",
@@ -96,12 +146,11 @@ def export_parser() -> argparse.ArgumentParser:
 
 def audit_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m facexai audit``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m facexai audit",
-        description="Audit an ONNX face-verification model (a facexai export or any third-party "
+    parser = _parser(
+        "audit",
+        "Audit an ONNX face-verification model (a facexai export or any third-party "
         "embedding model) on face pairs, with explanation maps (no torch needed).",
-        epilog=AUDIT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        AUDIT_EPILOG,
     )
     parser.add_argument("--onnx", required=True, type=Path, help="ONNX face model (facexai export or third-party)")
     parser.add_argument("--pairs", required=True, type=Path, help="pairs file")
@@ -155,9 +204,7 @@ def export_main(argv: list[str]) -> int:
 
         check_outputs(args)
         module = load_checkpoint(args.ckpt_path, args.config)
-        options = {"target_layer": args.target_layer} if args.target_layer else None
-        if options and not args.explainer:
-            raise ValueError("--target_layer needs --explainer")
+        options = _explainer_options(args)
         result = export_onnx(
             module,
             args.output,
@@ -179,6 +226,15 @@ def export_main(argv: list[str]) -> int:
     for note in meta.notes:
         sys.stdout.write(f"note: {note}\n")
     return 0
+
+
+def _explainer_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The explainer options the command line sets; ``--target_layer`` needs ``--explainer``."""
+    if not args.target_layer:
+        return None
+    if not args.explainer:
+        raise ValueError("--target_layer needs --explainer")
+    return {"target_layer": args.target_layer}
 
 
 def audit_main(argv: list[str]) -> int:

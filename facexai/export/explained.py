@@ -1,7 +1,7 @@
 """Explanations inside the ONNX graph: trace forward + ``torch.autograd.grad`` into one module.
 
 ONNX has no autograd, so the gradient computation of an explainer must be written out as ordinary
-ops. What works with torch 2.14 (DESIGN.md, "Export facts"): trace a function that runs the
+ops. What works with torch 2.14 (docs/design.md): trace a function that runs the
 explainer (forward pass and ``torch.autograd.grad``) with ``make_fx(tracing_mode="symbolic")``,
 which records the backward ops as plain aten calls, wrap the traced graph in a module and export
 that with ``dynamo=True`` and a batch dimension shared by both inputs.
@@ -21,8 +21,10 @@ Three things needed help beyond that recipe, each kept in this module:
   explainers are traced for one sample and exported inside an ONNX ``Scan`` over the batch
   (:class:`PerSampleGraph`): slower than one batched pass, but exact and any batch size.
 
-Explainers with data-dependent loops or early stops (FAME's iterations, Score-CAM's chunked
-masking, CorrRISE's random masks) are refused with a ``ValueError`` naming the exportable ones.
+Every explainer class declares whether it exports (:attr:`~facexai.explain.Explainer.not_exportable`,
+with the reason where not: FAME's early-stopping loop, Score-CAM's and CorrRISE's masking loops
+over the batch); the others are refused with a ``ValueError`` giving the reason and naming the
+exportable ones.
 """
 
 from __future__ import annotations
@@ -41,15 +43,26 @@ from torch._higher_order_ops.scan import scan
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
-from facexai.explain import ClassTarget, Explainer, SimilarityTarget, Target, create_explainer
+from facexai.explain import (
+    EXPLAINERS,
+    ClassTarget,
+    Explainer,
+    SimilarityTarget,
+    Target,
+    available_explainers,
+    create_explainer,
+    exportable_explainers,
+)
+from facexai.explain._cam import CAMExplainer
 from facexai.explain.base import explanation_mode, postprocess
 from facexai.explain.layers import get_layer
 from facexai.export.errors import ExportError
 
 logger = logging.getLogger(__name__)
 
-#: explainers whose computation traces into ONNX (checked by tests/export)
-EXPORTABLE_EXPLAINERS = ("fgcam", "gradcam", "gradcam++", "liftcam")
+#: the built-in explainers whose class declares them traceable into ONNX (derived from the classes
+#: at import; :func:`~facexai.explain.exportable_explainers` also sees methods registered later)
+EXPORTABLE_EXPLAINERS = tuple(exportable_explainers())
 #: batch size of the example used for batched tracing (not 1: size 1 would be specialised)
 TRACE_BATCH = 2
 
@@ -91,34 +104,35 @@ class TracedSimilarityTarget(SimilarityTarget):
 
 
 def resolve_explainer(explainer: str | Explainer, options: dict | None = None) -> Explainer:
-    """An exportable explainer instance, or a ``ValueError`` listing the exportable names."""
+    """An exportable explainer instance, or a ``ValueError`` saying why not and listing the exportable names.
+
+    Whether a method exports is its class's declaration (:attr:`Explainer.not_exportable`, and
+    :meth:`Explainer.export_refusal` for option values); a name is checked before the instance is
+    built, so a refused method's options are not validated.
+    """
     if isinstance(explainer, str):
-        if explainer not in EXPORTABLE_EXPLAINERS:
-            raise ValueError(_not_exportable(explainer, "it is not traceable into ONNX"))
-        return _check_options(create_explainer(explainer, **(options or {})))
-    if not isinstance(explainer, Explainer):
+        if explainer not in exportable_explainers():
+            raise ValueError(_not_exportable(explainer, _refusal_of_name(explainer)))
+        explainer = create_explainer(explainer, **(options or {}))
+    elif not isinstance(explainer, Explainer):
         raise TypeError(f"explainer must be a name or an Explainer, got {type(explainer).__name__}")
-    if options:
+    elif options:
         raise ValueError("explainer_options apply to an explainer given by name, not to an instance")
-    if explainer.name not in EXPORTABLE_EXPLAINERS:
-        raise ValueError(_not_exportable(explainer.name or type(explainer).__name__, "it is not traceable into ONNX"))
-    return _check_options(explainer)
-
-
-def _check_options(explainer: Explainer) -> Explainer:
-    """Refuse option values whose computation has no ONNX form."""
-    if getattr(explainer, "base", "gradcam") != "gradcam":
-        raise ValueError(
-            f"FG-CAM with base={explainer.base!r} cannot be exported (Score-CAM's chunked masking "
-            "is data-dependent); use base='gradcam'"
-        )
-    if getattr(explainer, "denoise", False):
-        raise ValueError("FG-CAM with denoise=True cannot be exported: ONNX has no SVD operator")
+    refusal = explainer.export_refusal()
+    if refusal is not None:
+        raise ValueError(_not_exportable(explainer.name or type(explainer).__name__, refusal))
     return explainer
 
 
+def _refusal_of_name(name: str) -> str:
+    """Why the explainer registered as ``name`` (not an exportable one) cannot be exported."""
+    if name not in available_explainers():
+        return "no explainer is registered under that name"
+    return EXPLAINERS.get(name).not_exportable or "it is not traceable into ONNX"
+
+
 def _not_exportable(name: str, why: str) -> str:
-    return f"Explainer {name!r} cannot be exported: {why}. Exportable: {', '.join(EXPORTABLE_EXPLAINERS)}"
+    return f"Explainer {name!r} cannot be exported: {why}. Exportable: {', '.join(exportable_explainers())}"
 
 
 def with_resolved_layer(explainer: Explainer, net: nn.Module, example: Tensor) -> Explainer:
@@ -131,7 +145,7 @@ def with_resolved_layer(explainer: Explainer, net: nn.Module, example: Tensor) -
         name = getattr(explainer, option, None)
         if isinstance(name, str) and not (option == "explain_at" and name == "input"):
             get_layer(net, name)
-    if getattr(explainer, "target_layer", "unset") is not None:
+    if not isinstance(explainer, CAMExplainer) or explainer.target_layer is not None:
         return explainer
     resolved = copy.copy(explainer)
     resolved.target_layer = explainer.layer_name(net, example)
