@@ -27,9 +27,15 @@ from facexai.config_loading import (
     read_config,
 )
 
-MODEL = {"class_path": "facexai.models.VerificationModule",
-         "init_args": {"backbone": "iresnet_mini", "num_identities": 4, "embedding_size": 16,
-                       "backbone_kwargs": {"img_size": 32}}}  # fmt: skip
+MODEL = {
+    "class_path": "facexai.models.VerificationModule",
+    "init_args": {
+        "backbone": "iresnet_mini",
+        "num_identities": 4,
+        "embedding_size": 16,
+        "backbone_kwargs": {"img_size": 32},
+    },
+}
 DATA = {"class_path": "facexai.data.SyntheticFacesDataModule", "init_args": {"image_size": 32}}
 
 

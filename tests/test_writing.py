@@ -12,9 +12,14 @@ from facexai.writing import OverwriteInputError, atomic_path, refuse_inputs, wri
 def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"
     target.write_text("good")
-    with pytest.raises(RuntimeError), atomic_path(target) as partial:
-        partial.write_text("half")
-        raise RuntimeError("writer crashed")
+
+    def crash_half_way() -> None:
+        with atomic_path(target) as partial:
+            partial.write_text("half")
+            raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        crash_half_way()
     assert target.read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

@@ -32,7 +32,7 @@ def test_pairs_file_with_missing_images(tmp_path):
     _write_tree(tmp_path)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("alice 1 9\ncarol 1 2\n")
-    with pytest.raises(FileNotFoundError, match="3 missing images.*alice_0009"):
+    with pytest.raises(FileNotFoundError, match=r"3 missing images.*alice_0009"):
         read_pairs(pairs, tmp_path)
 
 
@@ -51,7 +51,7 @@ def test_missing_data_folder(tmp_path):
 def test_corrupt_image_names_file(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(ValueError, match="bad.jpg"):
+    with pytest.raises(ValueError, match=r"bad\.jpg"):
         load_image(bad)
 
 
@@ -115,7 +115,7 @@ def test_face_pairs_module_without_training_data(tmp_path):
     assert batch["issame"].tolist() == [True, False]
     assert dm.num_classes is None
     assert len(dm.test_dataloader()) == 1
-    with pytest.raises(ValueError, match="train_dataloader.*train_dir was not given"):
+    with pytest.raises(ValueError, match=r"train_dataloader.*train_dir was not given"):
         dm.train_dataloader()
 
 
@@ -144,7 +144,7 @@ def test_insightface_module_with_bins_only(tmp_path):
     assert batch["issame"].tolist() == [True, False, True]
     assert dm.val_set_names == ["lfw"]
     assert dm.num_classes is None
-    with pytest.raises(ValueError, match="train_root was not given.*train.rec"):
+    with pytest.raises(ValueError, match=r"train_root was not given.*train\.rec"):
         dm.train_dataloader()
     with pytest.raises(ValueError, match="InsightFaceDataModule needs val_bins"):
         InsightFaceDataModule(train_root=str(tmp_path))
@@ -158,5 +158,5 @@ def test_image_folder_module_with_validation_folder_only(tmp_path):
     assert dm.class_names == ["alice", "bob"]
     with pytest.raises(ValueError, match="train_dir was not given"):
         dm.train_dataloader()
-    with pytest.raises(ValueError, match="needs train_dir .* or val_dir"):
+    with pytest.raises(ValueError, match=r"needs train_dir .* or val_dir"):
         ImageFolderDataModule()

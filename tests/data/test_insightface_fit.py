@@ -76,4 +76,5 @@ def test_fit_on_recordio_and_two_bin_sets(tmp_path, capsys):
     for name in ("lfw", "cfp_fp"):
         for key in (f"val/{name}/roc_auc", f"val/xai/{name}/gradcam/deletion_auc_pos"):
             values = [float(r[key]) for r in rows if r.get(key)]
-            assert values and all(-1.0 <= v <= 1.0 for v in values), key
+            assert values, key
+            assert all(-1.0 <= v <= 1.0 for v in values), key

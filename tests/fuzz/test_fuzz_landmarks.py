@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -50,7 +51,9 @@ def _json_cases(cases: int, seed: int) -> list[tuple[str, bytes]]:
 def _read_checked(path: Path) -> None:
     for name, points in read_landmarks(path).items():
         pure = PurePosixPath(name)
-        assert name and not pure.is_absolute() and ".." not in pure.parts, name
+        assert name
+        assert not pure.is_absolute(), name
+        assert ".." not in pure.parts, name
         assert points.shape == (5, 2)
         assert points.dtype == np.float32
         assert np.isfinite(points).all()
@@ -66,7 +69,7 @@ def _run(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
         path = tmp_path / name
         write(path, data)
         outcome = check_reader(
-            lambda: _read_checked(path), LandmarksFileError, f"{name} {label}", memory_bound=64 * len(data) + (1 << 20)
+            partial(_read_checked, path), LandmarksFileError, f"{name} {label}", memory_bound=64 * len(data) + (1 << 20)
         )
         outcomes[outcome] += 1
     return outcomes

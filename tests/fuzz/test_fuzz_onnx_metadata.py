@@ -12,6 +12,7 @@ a message; no other exception, no hang, bounded memory.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -156,7 +157,7 @@ def fuzz(tmp_path: Path, cases: int, seed: int) -> dict[str, int]:
                     outcome = check_reader(read, error, f"{kind} {label}", memory_bound=MEMORY_BOUND)
                     key = f"{kind} {error.__name__} {outcome}"
                     outcomes[key] = outcomes.get(key, 0) + 1
-    print(f"fuzzed {cases} ONNX files (seed {seed}):", dict(sorted(outcomes.items())))
+    logging.getLogger(__name__).info("fuzzed %d ONNX files (seed %d): %s", cases, seed, dict(sorted(outcomes.items())))
     return outcomes
 
 
@@ -171,12 +172,8 @@ def test_valid_tiny_exports_are_read(tmp_path: Path) -> None:
 def test_fuzz_onnx_metadata_and_bytes(tmp_path: Path) -> None:
     outcomes = fuzz(tmp_path, DEFAULT_CASES, seed=14)
     assert sum(outcomes.values()) == 2 * DEFAULT_CASES
-    assert (
-        outcomes.get("metadata MetadataError refused", 0) > 0
-    )
-    assert (
-        outcomes.get("bytes AuditModelError refused", 0) > 0
-    )
+    assert outcomes.get("metadata MetadataError refused", 0) > 0
+    assert outcomes.get("bytes AuditModelError refused", 0) > 0
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,9 @@ def _run(tmp_path: Path, cases: int, seed: int, monkeypatch: pytest.MonkeyPatch)
         write(root / "train.idx", idx_data)
         skip = rng.random() < 0.5
         bound = 16 * (len(rec_data) + len(idx_data)) + (1 << 20) + DECODED
-        outcome = check_reader(lambda: _read_all(root, skip), RecordIOError, f"{label} skip={skip}", memory_bound=bound)
+        outcome = check_reader(
+            partial(_read_all, root, skip), RecordIOError, f"{label} skip={skip}", memory_bound=bound
+        )
         outcomes[outcome] += 1
     return outcomes
 

@@ -67,8 +67,15 @@ def _onnxruntime(path: Path, images: torch.Tensor) -> torch.Tensor:
 def _export(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), example, str(path), input_names=["data"], opset_version=11, dynamo=False,
-                          dynamic_axes={"data": {0: "n"}})  # fmt: skip
+        torch.onnx.export(
+            model.eval(),
+            example,
+            str(path),
+            input_names=["data"],
+            opset_version=11,
+            dynamo=False,
+            dynamic_axes={"data": {0: "n"}},
+        )
     return path
 
 
@@ -151,7 +158,7 @@ def test_state_dict_layout_options_wrap_the_network(arcface, faces, tmp_path):
 
 
 def test_state_dict_input_size_must_agree(arcface, tmp_path):
-    with pytest.raises(ValueError, match="input_size=96 contradicts .* 112 px"):
+    with pytest.raises(ValueError, match=r"input_size=96 contradicts .* 112 px"):
         load_face_model(save_state_dict(arcface, tmp_path / "b.pth"), input_size=96)
 
 
@@ -293,8 +300,15 @@ def test_symbolic_input_side_needs_input_size(arcface, tmp_path):
     path = tmp_path / "any_side.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(arcface, face_batch(1, SIDE), str(path), input_names=["data"], opset_version=11, dynamo=False,
-                          dynamic_axes={"data": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+        torch.onnx.export(
+            arcface,
+            face_batch(1, SIDE),
+            str(path),
+            input_names=["data"],
+            opset_version=11,
+            dynamo=False,
+            dynamic_axes={"data": {0: "n", 2: "h", 3: "w"}},
+        )
     with pytest.raises(ValueError, match="declares no fixed input side; pass input_size"):
         load_face_model(path)
     assert load_face_model(path, input_size=SIDE).face_model_info.input_size == SIDE
@@ -321,9 +335,11 @@ def _lp_normalised_graph(path: Path) -> Path:
         helper.make_node("LpNormalization", ["flat"], ["embedding"], axis=1, p=2),
     ]
     graph = helper.make_graph(
-        nodes, "lp", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        nodes,
+        "lp",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 16, 16])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3])],
-    )  # fmt: skip
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(path))
     return path
 
@@ -394,7 +410,7 @@ def test_parity_cosine_is_the_worst_sample():
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.onnx"):
         load_face_model(tmp_path / "nope.onnx")
 
 

@@ -55,5 +55,5 @@ def test_margin_only_on_target_class():
 
 @pytest.mark.parametrize("kwargs", [{"scale": 0}, {"margin": -0.1}])
 def test_bad_head_settings(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"margin head needs scale > 0 and margin >= 0"):
         ArcFaceHead(8, 5, **kwargs)

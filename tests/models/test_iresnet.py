@@ -71,7 +71,7 @@ def test_local_weights_round_trip(tmp_path):
 
 
 def test_missing_or_mismatched_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         create_backbone("iresnet_mini", 64, weights=str(tmp_path / "nope.pt"), img_size=32)
     path = tmp_path / "other.pt"
     torch.save(create_backbone("iresnet_mini", 32, img_size=32).state_dict(), path)

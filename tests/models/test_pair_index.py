@@ -50,8 +50,15 @@ def test_pairs_files_carry_the_pair_index(tmp_path: Path) -> None:
 
 
 def test_synthetic_verification_pairs_carry_the_index_and_classification_does_not() -> None:
-    kwargs = {"num_identities": 3, "images_per_identity": 2, "num_val_identities": 3, "val_images_per_identity": 2,
-              "num_val_pairs": 7, "image_size": 32, "batch_size": 3}  # fmt: skip
+    kwargs = {
+        "num_identities": 3,
+        "images_per_identity": 2,
+        "num_val_identities": 3,
+        "val_images_per_identity": 2,
+        "num_val_pairs": 7,
+        "image_size": 32,
+        "batch_size": 3,
+    }
     pairs = SyntheticFacesDataModule(**kwargs)
     pairs.setup()
     assert _indices(pairs.val_dataloader()) == list(range(7))

@@ -58,15 +58,29 @@ def test_onnx_backbone_fits_validates_and_is_explained(files, tmp_path):
     assert isinstance(module.backbone, fx.GraphModule)
     before = [p.detach().clone() for p in module.backbone.parameters()]
     datamodule = SyntheticFacesDataModule(
-        task="verification", num_identities=4, images_per_identity=2, num_val_identities=4,
-        val_images_per_identity=2, num_val_pairs=8, image_size=SIDE, batch_size=4,
-    )  # fmt: skip
+        task="verification",
+        num_identities=4,
+        images_per_identity=2,
+        num_val_identities=4,
+        val_images_per_identity=2,
+        num_val_pairs=8,
+        image_size=SIDE,
+        batch_size=4,
+    )
     callback = ExplanationCallback(explainers=["gradcam"], metrics={}, max_time_share=None)
     trainer = pl.Trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu",
-        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[callback],
-    )  # fmt: skip
+    )
     trainer.fit(module, datamodule)
     norms = [m for m in module.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms

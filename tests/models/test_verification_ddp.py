@@ -58,9 +58,14 @@ def _tiny_module() -> VerificationModule:
 
 def _tiny_faces(num_val_pairs: int = 41, batch_size: int = 4) -> SyntheticFacesDataModule:
     return SyntheticFacesDataModule(
-        num_identities=4, images_per_identity=2, num_val_identities=6, val_images_per_identity=3,
-        num_val_pairs=num_val_pairs, image_size=32, batch_size=batch_size,
-    )  # fmt: skip
+        num_identities=4,
+        images_per_identity=2,
+        num_val_identities=6,
+        val_images_per_identity=3,
+        num_val_pairs=num_val_pairs,
+        image_size=32,
+        batch_size=batch_size,
+    )
 
 
 def _record_logs(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -126,9 +131,12 @@ def _uneven_epochs(module: VerificationModule, rank: int | None) -> list[dict[st
 
 def _uneven_worker(rank: int, port: int, path: str) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=2,
         timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-    )  # fmt: skip
+    )
     try:
         torch.save(_uneven_epochs(_three_sets(), rank), Path(path) / f"rank{rank}.pt")
     finally:
@@ -155,9 +163,14 @@ def test_ranks_that_saw_different_sets_log_the_single_process_values(tmp_path: P
 
 def _validate(devices: int) -> dict[str, float]:
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     (results,) = trainer.validate(_tiny_module(), _tiny_faces(), verbose=False)
     return results
 
