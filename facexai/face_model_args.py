@@ -19,18 +19,34 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--model`` and the layout flags of :func:`facexai.models.load_face_model`."""
     parser.add_argument(
-        "--model", required=required,
+        "--model",
+        required=required,
         help="face model file: arcface_torch state dict (.pth), facexai checkpoint (.ckpt) or ONNX (.onnx)",
-    )  # fmt: skip
+    )
     group = parser.add_argument_group("model layout (only for files that do not say it themselves)")
     group.add_argument("--input-size", type=int, default=None, help="side of the square input faces (e.g. 112)")
-    group.add_argument("--mean", type=float, nargs="+", default=None,
-                       help="pixel mean(s) the network expects, 0..255 units, one value or three in its channel order "
-                       "(default: from the file, else 127.5)")  # fmt: skip
-    group.add_argument("--std", type=float, nargs="+", default=None,
-                       help="pixel std(s), same conventions (default: from the file, else 127.5)")  # fmt: skip
-    group.add_argument("--channel-order", type=str.upper, choices=CHANNEL_ORDERS, default=None,
-                       help="channel order the network expects (default: from the file, else RGB)")  # fmt: skip
+    group.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        default=None,
+        help="pixel mean(s) the network expects, 0..255 units, one value or three in its channel order "
+        "(default: from the file, else 127.5)",
+    )
+    group.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        default=None,
+        help="pixel std(s), same conventions (default: from the file, else 127.5)",
+    )
+    group.add_argument(
+        "--channel-order",
+        type=str.upper,
+        choices=CHANNEL_ORDERS,
+        default=None,
+        help="channel order the network expects (default: from the file, else RGB)",
+    )
 
 
 def _scalar_or_triple(values: list[float] | None, flag: str) -> float | tuple[float, float, float] | None:

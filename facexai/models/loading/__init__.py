@@ -9,6 +9,6 @@ to import) are only imported when an ONNX file is actually loaded.
 
 # One helper for every loader and exporter message: a long cause (onnxruntime appends stack
 # traces) stays one line.
-from facexai.export.metadata import first_line  # noqa: E402
+from facexai.export.metadata import first_line
 
 __all__ = ["first_line"]

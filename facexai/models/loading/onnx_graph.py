@@ -110,8 +110,13 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
 def convert(model: onnx.ModelProto, path: Path) -> fx.GraphModule:
     """onnx2torch conversion in eval mode (onnx2torch returns train mode: BN would use batch stats)."""
     opsets = {entry.domain: entry.version for entry in model.opset_import}
-    missing = sorted({f"{node.op_type} (opset {opsets.get(node.domain)})"
-                      for node in model.graph.node if not _convertible(node, opsets)})  # fmt: skip
+    missing = sorted(
+        {
+            f"{node.op_type} (opset {opsets.get(node.domain)})"
+            for node in model.graph.node
+            if not _convertible(node, opsets)
+        }
+    )
     if missing:
         raise ValueError(f"onnx2torch cannot convert {path}: no converter for {', '.join(missing)}")
     try:
