@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from facexai.explain.base import Explainer
 from facexai.explain.layers import as_leaf, capture_output, last_feature_layer
 from facexai.explain.targets import Target
+
+
+@dataclass(frozen=True)
+class CAMInputs:
+    """What a CAM method may weigh its channels by: one pass's activations (and gradients).
+
+    Attributes:
+        model: the explained network (Score-CAM runs it again on masked images).
+        images: the input batch (N, 3, H, W).
+        target: the explained score per sample.
+        activations: A (N, C, h, w) at the CAM layer, detached, float32.
+        gradients: dS/dA (N, C, h, w), float32, for methods that need them (else ``None``).
+    """
+
+    model: nn.Module
+    images: Tensor
+    target: Target
+    activations: Tensor
+    gradients: Tensor | None
+
+    def require_gradients(self) -> Tensor:
+        """The gradients dS/dA; an error if the method's ``needs_gradients`` left them out."""
+        if self.gradients is None:
+            raise ValueError("these channel weights need dS/dA: the method must set needs_gradients = True")
+        return self.gradients
 
 
 class CAMExplainer(Explainer):
@@ -31,6 +58,7 @@ class CAMExplainer(Explainer):
         return self.target_layer or last_feature_layer(model, images)
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """Raw maps sum_k w_k A_k (N, h, w) from one forward pass (and one backward if needed)."""
         output, activations = self.forward_with_activations(model, images)
         scores = target(output)
         gradients = None
@@ -39,7 +67,7 @@ class CAMExplainer(Explainer):
             gradients = gradients.float()
         # float32 arithmetic also for bf16/fp16 models (Grad-CAM++ cubes the gradients)
         activations = activations.detach().float()
-        weights = self.channel_weights(model, images, target, activations, gradients)
+        weights = self.channel_weights(CAMInputs(model, images, target, activations, gradients))
         return torch.einsum("nc,nchw->nhw", weights, activations)
 
     def forward_with_activations(self, model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,13 +76,6 @@ class CAMExplainer(Explainer):
             output = model(images)
         return output, store[-1]
 
-    def channel_weights(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        target: Target,
-        activations: Tensor,
-        gradients: Tensor | None,
-    ) -> Tensor:
+    def channel_weights(self, inputs: CAMInputs) -> Tensor:
         """Weights w (N, C) of the activation channels. Override this one method."""
         raise NotImplementedError

@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from facexai.explain._cam import CAMExplainer
+from facexai.explain._cam import CAMExplainer, CAMInputs
 from facexai.explain._lrp import BN_MISMATCH_SHARE, RelevanceTape, relevance_pass
 from facexai.explain._lrp_rules import ZPlusRule, signed_zplus, signed_zplus_any
 from facexai.explain.base import float32_forward
@@ -141,25 +141,18 @@ class FGCAM(CAMExplainer):
         if self.needs_gradients:
             (gradients,) = torch.autograd.grad(target(output).sum(), cam_leaf)
         activations = activations.detach()
-        weights = self.channel_weights(model, images.detach(), target, activations, gradients)
+        weights = self.channel_weights(CAMInputs(model, images.detach(), target, activations, gradients))
         components = weights[:, :, None, None] * activations
         if self.denoise:
             components = denoise_components(components)
         warn_batchnorm_mismatch(tape)
         return tape.relevance(components).sum(dim=1)
 
-    def channel_weights(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        target: Target,
-        activations: Tensor,
-        gradients: Tensor | None,
-    ) -> Tensor:
+    def channel_weights(self, inputs: CAMInputs) -> Tensor:
         """Alpha (N, C): Grad-CAM's mean gradients, or the weights of facexai's "scorecam"."""
         if self.base == "gradcam":
-            return gradients.mean(dim=(2, 3))
-        return ScoreCAM(self.target_layer).channel_weights(model, images, target, activations, None)
+            return inputs.require_gradients().mean(dim=(2, 3))
+        return ScoreCAM(self.target_layer).channel_weights(inputs)
 
     def _explain_at_layer(self, model: nn.Module) -> str | None:
         """None for the input, else the validated layer name (errors list close matches)."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from facexai.explain._cam import CAMExplainer
+from facexai.explain._cam import CAMExplainer, CAMInputs
 from facexai.explain.registry_instance import register_explainer
-from facexai.explain.targets import Target
 
 
 @register_explainer("gradcam")
@@ -15,12 +14,6 @@ class GradCAM(CAMExplainer):
 
     not_exportable = None
 
-    def channel_weights(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        target: Target,
-        activations: Tensor,
-        gradients: Tensor | None,
-    ) -> Tensor:
-        return gradients.mean(dim=(2, 3))
+    def channel_weights(self, inputs: CAMInputs) -> Tensor:
+        """The spatial means of dS/dA (N, C)."""
+        return inputs.require_gradients().mean(dim=(2, 3))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from facexai.explain._cam import CAMExplainer
+from facexai.explain._cam import CAMExplainer, CAMInputs
 from facexai.explain.registry_instance import register_explainer
-from facexai.explain.targets import Target
 
 
 @register_explainer("gradcam++")
@@ -29,16 +28,11 @@ class GradCAMPlusPlus(CAMExplainer):
 
     not_exportable = None
 
-    def channel_weights(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        target: Target,
-        activations: Tensor,
-        gradients: Tensor | None,
-    ) -> Tensor:
+    def channel_weights(self, inputs: CAMInputs) -> Tensor:
+        """sum_ij alpha_kij ReLU(dS/dA_kij) (N, C), alpha in closed form (see the class)."""
+        gradients = inputs.require_gradients()
         g2 = gradients.pow(2)
-        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
+        denominator = 2 * g2 + inputs.activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3)
         nonzero = denominator != 0
         safe = torch.where(nonzero, denominator, torch.ones_like(denominator))
         alpha = torch.where(nonzero, g2 / safe, torch.zeros_like(g2))

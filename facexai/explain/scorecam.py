@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facexai.explain._cam import CAMExplainer
+from facexai.explain._cam import CAMExplainer, CAMInputs
 from facexai.explain.base import check_positive, minmax
 from facexai.explain.registry_instance import register_explainer
 from facexai.explain.targets import Target
@@ -41,14 +41,9 @@ class ScoreCAM(CAMExplainer):
         check_positive("batch_size", batch_size, integer=True)
         self.batch_size = batch_size
 
-    def channel_weights(
-        self,
-        model: nn.Module,
-        images: Tensor,
-        target: Target,
-        activations: Tensor,
-        gradients: Tensor | None,
-    ) -> Tensor:
+    def channel_weights(self, inputs: CAMInputs) -> Tensor:
+        """softmax_k(S(x * H_k) - S(0)) (N, C), scored ``batch_size`` masked images at a time."""
+        model, images, target, activations = inputs.model, inputs.images, inputs.target, inputs.activations
         n, c = activations.shape[:2]
         with torch.no_grad():
             baseline = target(model(torch.zeros_like(images)))
