@@ -98,7 +98,7 @@ TOOLS: dict[str, Callable[[Sequence[str]], int]] = {
     "pack-rec": pack_main,
     "export": _tool("facexai.export.cli", "export_main"),
     "audit": _tool("facexai.export.cli", "audit_main"),
-    "evaluate": _tool("facexai.evaluate", "evaluate_main"),
+    "evaluate": _tool("facexai.evaluate.cli", "evaluate_main"),
     "explain": _tool("facexai.explain_pair", "explain_main"),
 }
 

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def explainer_options(text: str, names: Sequence[str]) -> dict[str, Any]:
     """User options with FAME's command-line iteration count filled in where the user set none."""
-    from facexai.evaluate import parse_options
+    from facexai.evaluate.cli import parse_options
 
     options = parse_options(text)
     for label in names:
@@ -133,7 +133,7 @@ def render_pair(face_a: Tensor, face_b: Tensor, result: PairMaps, similarity: fl
 
 def output_paths(out: Path, image_a: str, image_b: str, labels: Sequence[str]) -> dict[str, Path]:
     """``<out>/<stem A>_vs_<stem B>_<explainer>.png`` per explainer label."""
-    from facexai.evaluate_report import safe_name
+    from facexai.evaluate.figures import safe_name
 
     stem = f"{safe_name(Path(image_a).stem)}_vs_{safe_name(Path(image_b).stem)}"
     return {label: out / f"{stem}_{safe_name(label)}.png" for label in labels}
@@ -161,7 +161,8 @@ def check_outputs(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
 def explain_main(argv: Sequence[str]) -> int:
     """``facexai explain``: check inputs, explain, then write one PNG per explainer."""
     from facexai.callbacks.overlays import save_grid
-    from facexai.evaluate import build_explainers, device_from_arg
+    from facexai.evaluate.cli import device_from_arg
+    from facexai.evaluate.run import build_explainers
     from facexai.files import load_image
 
     args = build_parser().parse_args(list(argv))
@@ -175,7 +176,9 @@ def explain_main(argv: Sequence[str]) -> int:
     device = torch.device(device_from_arg(args.device))
     model = load_model_from_args(args).to(device).eval()
     size = model_input_size(model)
-    face_a, face_b = (to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in, strict=False))
+    face_a, face_b = (
+        to_model_input(image, size, path).to(device) for image, path in zip(images, paths_in, strict=False)
+    )
     similarity = cosine_similarity(model, face_a, face_b)
     results = explain_all(explainers, model, face_a, face_b, progress=not args.no_progress)
     for result in results:

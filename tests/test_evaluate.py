@@ -19,15 +19,14 @@ from facexai import cli
 from facexai.data.synthetic import generate_faces, sample_identities
 from facexai.data.transforms import normalise
 from facexai.evaluate import (
-    ViewMetrics,
-    ViewSpec,
     build_explainers,
     evaluate_main,
     instantiate,
     inverted_maps,
     random_maps,
 )
-from facexai.explain import available_explainers
+from facexai.explain import Target, available_explainers
+from facexai.pipeline import ExplanationInputs, MetricSuite, View, ViewSpec, parse_metric_specs
 
 VERIFICATION_YAML = """\
 seed_everything: 0
@@ -124,7 +123,7 @@ def test_evaluate_pairs_writes_report_with_every_metric(tmp_path: Path) -> None:
 
 def test_index_escapes_row_labels(tmp_path: Path) -> None:
     from facexai.evaluate import EvaluationResult, EvaluationSettings
-    from facexai.evaluate_report import write_report
+    from facexai.evaluate.report import write_report
 
     curve = torch.linspace(1, 0, 3)
     rows = [EvaluationResult("<b>cam</b> & co", "explainer", {"deletion_auc": 0.5}, {"deletion_auc": "d"},
@@ -149,7 +148,7 @@ def _strict_json(text: str) -> object:
 
 def test_results_json_is_standard_json_with_null_for_nan(tmp_path: Path) -> None:
     from facexai.evaluate import EvaluationResult, EvaluationSettings
-    from facexai.evaluate_report import write_report
+    from facexai.evaluate.report import write_report
 
     curve = torch.tensor([1.0, float("nan"), 0.0])
     values = {"deletion_auc": 0.5, "verification_deletion_auc": math.nan, "average_drop": math.inf}
@@ -165,13 +164,13 @@ def test_results_json_is_standard_json_with_null_for_nan(tmp_path: Path) -> None
 def test_report_files_are_replaced_only_when_complete(tmp_path: Path) -> None:
     """A writer failing half-way leaves the previous results.csv, not a truncated one."""
     from facexai.evaluate import EvaluationResult
-    from facexai.evaluate_report import write_csv
+    from facexai.evaluate.report import write_csv
 
     path = tmp_path / "results.csv"
     path.write_text("the previous run\n")
     rows = [EvaluationResult("ok", "explainer", {"sparsity": 0.5}),
             EvaluationResult("bad", "explainer", {"sparsity": "not a number"})]  # fmt: skip
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="format code"):
         write_csv(rows, path)
     assert path.read_text() == "the previous run\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
@@ -239,7 +238,7 @@ def test_unknown_explainer_lists_the_available_ones(tmp_path: Path, capsys: pyte
     ("names", "options", "message"),
     [
         (["gradcam"], {"fame": {"iterations": 5}}, "not in --explainers"),
-        (["gradcam"], {"gradcam": {"no_such_option": 1}}, "invalid options"),
+        (["gradcam"], {"gradcam": {"no_such_option": 1}}, "[Ii]nvalid options"),
         (["random"], {}, "reserved"),
     ],
 )
@@ -297,6 +296,25 @@ def test_malformed_yaml_and_bad_checkpoint_are_one_line(tmp_path: Path, capsys: 
     assert err.count("\n") == 1
 
 
+class _MaskWeighted(Target):
+    """score(x) = sum of x * weights over the pixels: a scorer that reads only the weighted pixels."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.weights = weights
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return (output * self.weights.flatten(1).to(output)).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def select(self, index: torch.Tensor) -> _MaskWeighted:
+        return _MaskWeighted(self.weights[index])
+
+    def to(self, device: torch.device) -> _MaskWeighted:
+        return _MaskWeighted(self.weights.to(device))
+
+
 def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:
     """On a scorer that reads only identity-mask pixels, the mask is the perfect explanation.
 
@@ -307,23 +325,30 @@ def test_ground_truth_mask_beats_random_and_inverted_maps() -> None:
     identities = sample_identities(4, torch.Generator().manual_seed(0))
     uint8, masks = generate_faces(torch.arange(4).repeat_interleave(2), identities, 32, seed=1)
     images = normalise(uint8)
-    weights = masks[:, None].float() * images.sign()
-
-    def score_fn(batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return (batch * weights[index]).flatten(1).sum(1)
-
+    target = _MaskWeighted(masks[:, None].float() * images.sign())
     view = ViewSpec("", "", "mask-weighted-sum", False, "difference")
     truth = masks.float()
     maps = {
         "truth": truth,
-        "random": random_maps(0)(0, view, images, None),
-        "inverted": inverted_maps([{"": truth}])(0, view, images, None),
+        "random": random_maps(0)(0, view, images, target),
+        "inverted": inverted_maps([{"": truth}])(0, view, images, target),
     }
+    specs = parse_metric_specs(
+        {
+            "deletion_auc": {"steps": 16},
+            "insertion_auc": {"steps": 16},
+            "pointing_game": {},
+            "energy_pointing_game": {},
+        },
+        "evaluate",
+        dataset_level=True,
+    )
+    inputs = ExplanationInputs(images, target, images.flatten(1), masks=masks)
     values = {}
     for name, method_maps in maps.items():
-        metrics = ViewMetrics(view, steps=16)
-        metrics.update(score_fn, images, method_maps, masks)
-        values[name] = metrics.values()
+        suite = MetricSuite(specs, [0.5] * 3, [0.5] * 3, owner="evaluate")
+        suite.update("", [View(view, method_maps, target)], inputs, torch.nn.Flatten())
+        values[name] = {key: float(value) for key, value in suite.compute().items()}
     truth_v, random_v, inverted_v = values["truth"], values["random"], values["inverted"]
     assert truth_v["deletion_auc"] < random_v["deletion_auc"] < inverted_v["deletion_auc"]
     assert truth_v["insertion_auc"] > random_v["insertion_auc"] > inverted_v["insertion_auc"]

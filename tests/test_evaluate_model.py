@@ -93,7 +93,8 @@ def _check_report(out: Path) -> list[dict[str, str]]:
     parser.feed(page)
     assert {"gallery.png", "gallery_neg.png", "curves_overlay.png", "results.csv"} <= set(parser.links)
     for link in parser.links:
-        assert not link.startswith(("/", "http")) and (out / link).is_file(), link
+        assert not link.startswith(("/", "http")), link
+        assert (out / link).is_file(), link
     assert all(f"<td>{name}</td>" in page for name in EXPLAINERS)
     return rows
 
@@ -149,14 +150,14 @@ def test_model_argument_errors(data, extra, message, tmp_path, capsys) -> None:
 
 
 def test_config_and_model_options_do_not_mix(tmp_path) -> None:
-    with pytest.raises(ValueError, match="give --config .* or --model"):
+    with pytest.raises(ValueError, match=r"give --config .* or --model"):
         evaluate_main(["--explainers", "gradcam", *FAST])
     with pytest.raises(ValueError, match="--bin only apply with --model"):
         evaluate_main(["--config", str(tmp_path / "c.yaml"), "--bin", "a.bin", "--explainers", "gradcam", *FAST])
 
 
 def test_report_names_the_users_file_not_the_default_backbone(tmp_path: Path) -> None:
-    from facexai.evaluate_inputs import describe_module
+    from facexai.evaluate.inputs import describe_module
     from facexai.models import VerificationModule
     from tests.thirdparty.arcface_torch import make_arcface_model, save_state_dict
 

@@ -126,13 +126,13 @@ def verification_datamodule(args: argparse.Namespace, image_size: int, batch_siz
     from facexai.data import FacePairsDataModule, InsightFaceDataModule
 
     if args.bin:
-        data = InsightFaceDataModule(val_bins=args.bin, image_size=image_size, batch_size=batch_size, num_workers=0)
-        return data, ", ".join(args.bin)
-    data = FacePairsDataModule(
+        bins = InsightFaceDataModule(val_bins=args.bin, image_size=image_size, batch_size=batch_size, num_workers=0)
+        return bins, ", ".join(args.bin)
+    pairs = FacePairsDataModule(
         pairs_files=args.pairs, pairs_root=args.images_root, image_size=image_size,
         batch_size=batch_size, num_workers=0, augmentation="none",
     )  # fmt: skip
-    return data, f"{', '.join(args.pairs)} (images under {args.images_root})"
+    return pairs, f"{', '.join(args.pairs)} (images under {args.images_root})"
 
 
 def pretrained_inputs(args: argparse.Namespace, batch_size: int) -> EvaluationInputs:

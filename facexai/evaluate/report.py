@@ -1,11 +1,10 @@
-"""The report of ``facexai evaluate``: markdown, CSV, JSON, curve plots, a gallery and index.html.
+"""The report of ``facexai evaluate``: markdown, CSV, JSON, curve plots, galleries and index.html.
 
-Every number comes with its settings (METRICS.md): the markdown report lists each metric's
-``log_name`` (steps, baseline, score type) below the table, and the JSON carries them per column.
-Plots are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas, no pyplot global state).
-For face pairs, ``gallery.png`` (e+) and ``gallery_neg.png`` (e-) put every method's maps of the
-first pairs side by side, so a reader sees what the numbers rank; ``index.html`` shows the table,
-the curves and the galleries in one self-contained page with relative links.
+Every number comes with its settings (``docs/metrics.md``): the markdown report lists each
+metric's ``log_name`` (steps, baseline, score type) below the table with a one-line definition,
+and the JSON carries them per column. ``index.html`` shows the table, the curves and the
+galleries in one self-contained page with relative links; every text in it is escaped. The
+pictures are drawn by :mod:`facexai.evaluate.figures`.
 """
 
 from __future__ import annotations
@@ -18,22 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from facexai.evaluate.figures import GALLERY_VIEWS, plot_method, plot_overlay, safe_name, write_galleries
+from facexai.evaluate.settings import EvaluationResult, EvaluationSettings
+from facexai.pipeline import ExplanationInputs
 from facexai.writing import atomic_path, write_text_atomic
-
-if TYPE_CHECKING:
-    from facexai.pipeline import ExplanationInputs
-    from facexai.evaluate import EvaluationResult, EvaluationSettings
-
-#: pairs shown in the gallery: enough to compare methods, few enough to read at a glance
-GALLERY_PAIRS = 4
-GALLERY_VIEWS = {"pos": ("gallery.png", "e+ what makes A and B match"),
-                 "neg": ("gallery_neg.png", "e- what pushes A and B apart")}  # fmt: skip
 
 #: short column titles; the settings paragraph says what exactly each one is
 TITLES = {
@@ -45,6 +34,9 @@ TITLES = {
     "pointing_game": "PG",
     "energy_pointing_game": "EPG",
     "sparsity": "Gini",
+    "complexity": "Entropy",
+    "road_morf": "ROAD MoRF",
+    "road_lerf": "ROAD LeRF",
     "verification_deletion_auc": "VerAcc Del AUC",
     "verification_insertion_auc": "VerAcc Ins AUC",
 }
@@ -59,6 +51,9 @@ DEFINITIONS = {
     "pointing_game": "share of maps whose maximum lies in the ground-truth identity mask",
     "energy_pointing_game": "mean share of map mass inside the ground-truth identity mask",
     "sparsity": "mean Gini index of the maps (higher = more concentrated)",
+    "complexity": "mean entropy of the maps normalised to sum 1 (lower = less complex)",
+    "road_morf": "mean score while the top-ranked pixels are removed and imputed (ROAD, most relevant first)",
+    "road_lerf": "mean score while the lowest-ranked pixels are removed and imputed (ROAD, least relevant first)",
     "verification_deletion_auc": "verification accuracy at the clean EER threshold while the probe's top e+ "
     "pixels are zeroed (CorrRISE/FAME protocol)",
     "verification_insertion_auc": "verification accuracy at the clean EER threshold while only the probe's top "
@@ -84,14 +79,15 @@ def column_title(column: str, higher_is_better: bool | None) -> str:
     return title + arrow
 
 
-def _direction(results: Sequence[EvaluationResult], column: str) -> bool | None:
+def direction(results: Sequence[EvaluationResult], column: str) -> bool | None:
+    """Whether higher is better in ``column`` (None when no row says)."""
     for result in results:
         if column in result.higher_is_better:
             return result.higher_is_better[column]
     return None
 
 
-def _best(results: Sequence[EvaluationResult], column: str, higher: bool | None) -> float | None:
+def best_value(results: Sequence[EvaluationResult], column: str, higher: bool | None) -> float | None:
     """Best value among explainer rows (reference rows are excluded), for bold face."""
     values = [r.values.get(column, math.nan) for r in results if r.kind == "explainer"]
     values = [v for v in values if math.isfinite(v)]
@@ -100,27 +96,29 @@ def _best(results: Sequence[EvaluationResult], column: str, higher: bool | None)
     return max(values) if higher else min(values)
 
 
-def _cell(value: float | None, best: float | None) -> str:
+def cell(value: float | None, best: float | None) -> str:
+    """A table cell: three decimals, ``n/a`` for undefined values, bold (markdown) for the best."""
     if value is None or not math.isfinite(value):
         return "n/a"
     text = f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
     return f"**{text}**" if best is not None and value == best else text
 
 
-def _seconds(value: float | None) -> str:
+def seconds_cell(value: float | None) -> str:
+    """The seconds-per-map cell; a dash for reference rows."""
     return "–" if value is None else f"{value:.4f}"
 
 
 def markdown_table(results: Sequence[EvaluationResult]) -> str:
     """Rows explainers (then reference rows), columns seconds per map and every metric."""
     cols = columns(results)
-    directions = {c: _direction(results, c) for c in cols}
-    best = {c: _best(results, c, directions[c]) for c in cols}
+    directions = {c: direction(results, c) for c in cols}
+    best = {c: best_value(results, c, directions[c]) for c in cols}
     header = ["explainer", "s / map", *(column_title(c, directions[c]) for c in cols)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for r in results:
-        cells = [r.name if r.kind == "explainer" else f"*{r.name}*", _seconds(r.seconds_per_map)]
-        cells += [_cell(r.values.get(c), best[c] if r.kind == "explainer" else None) for c in cols]
+        cells = [r.name if r.kind == "explainer" else f"*{r.name}*", seconds_cell(r.seconds_per_map)]
+        cells += [cell(r.values.get(c), best[c] if r.kind == "explainer" else None) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,7 +139,7 @@ def settings_paragraph(
         "- Pairs: e+ explains s = cos(embedding, partner's frozen embedding), e- explains 1 - s; each view "
         "is scored on its own target, so lower deletion / higher insertion AUC is better for both. "
         "Classifiers: the true class's softmax probability.",
-        _references_line(references, settings.seed),
+        references_line(references, settings.seed),
         "- s / map: wall time of the explainer call per map (e+ and e- maps each count), after one untimed "
         "warm-up call on one sample; metric scoring is not included. Bold: best explainer per column.",
         "",
@@ -164,7 +162,8 @@ def model_sentence(context: Mapping[str, Any]) -> str:
     return f"Model {context.get('model', '?')} from `{context.get('config', '?')}`; checkpoint: {checkpoint}"
 
 
-def _references_line(references: Sequence[str], seed: int) -> str:
+def references_line(references: Sequence[str], seed: int) -> str:
+    """The settings line that says what the reference rows are."""
     if len(references) < 2:
         return "- Reference rows: none."
     return (
@@ -174,45 +173,23 @@ def _references_line(references: Sequence[str], seed: int) -> str:
     )
 
 
-def write_markdown(
-    results: Sequence[EvaluationResult], settings: EvaluationSettings, path: Path, context: Mapping[str, Any]
-) -> Path:
-    """``results.md``: the table and the settings paragraph."""
-    parts = ["# Explainer evaluation", markdown_table(results), settings_paragraph(results, settings, context)]
-    write_text_atomic(path, "\n\n".join(parts) + "\n")
-    return path
-
-
-def write_csv(results: Sequence[EvaluationResult], path: Path) -> Path:
-    """``results.csv``: one row per method, columns ``explainer, kind, seconds_per_map, maps, <metric>...``."""
+def html_table(results: Sequence[EvaluationResult]) -> str:
+    """The markdown table's rows and columns as escaped HTML (best explainer value per column bold)."""
     cols = columns(results)
-    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["explainer", "kind", "seconds_per_map", "maps", *cols])
-        for r in results:
-            seconds = "" if r.seconds_per_map is None else f"{r.seconds_per_map:.6g}"
-            writer.writerow([r.name, r.kind, seconds, r.maps, *(f"{r.values.get(c, math.nan):.6g}" for c in cols)])
-    return path
-
-
-def write_json(
-    results: Sequence[EvaluationResult], settings: EvaluationSettings, path: Path, context: Mapping[str, Any]
-) -> Path:
-    """``results.json``: rows with values, per-column settings and mean curves, for scripts.
-
-    Standard JSON (RFC 8259): undefined values (NaN, e.g. verification AUCs of all-genuine pairs,
-    or infinities) are written as ``null``, which every JSON parser reads; ``NaN`` tokens are not.
-    """
-    rows = []
+    directions = {c: direction(results, c) for c in cols}
+    best = {c: best_value(results, c, directions[c]) for c in cols}
+    header = ["explainer", "s / map", *(column_title(c, directions[c]) for c in cols)]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for r in results:
-        curves = {mode: {view or "score": c.tolist() for view, c in lines.items()} for mode, lines in r.curves.items()}
-        rows.append({
-            "name": r.name, "kind": r.kind, "seconds_per_map": r.seconds_per_map, "maps": r.maps,
-            "values": r.values, "settings": r.settings, "higher_is_better": r.higher_is_better, "curves": curves,
-        })  # fmt: skip
-    payload = {"settings": asdict(settings), "context": dict(context), "results": rows}
-    write_text_atomic(path, json.dumps(finite_or_null(payload), indent=2, allow_nan=False, default=str))
-    return path
+        name = html.escape(r.name) if r.kind == "explainer" else f"<em>{html.escape(r.name)}</em>"
+        cells = [name, html.escape(seconds_cell(r.seconds_per_map))]
+        for c in cols:
+            text = cell(r.values.get(c), best[c] if r.kind == "explainer" else None)
+            bold = text.startswith("**")
+            text = html.escape(text.strip("*"))
+            cells.append(f"<strong>{text}</strong>" if bold else text)
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
 def finite_or_null(value: Any) -> Any:
@@ -224,117 +201,6 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_null(item) for item in value]
     return value
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a row label (``inverted gradcam++`` -> ``inverted_gradcam++``)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "method"
-
-
-def curves_figure(panels: Mapping[str, Mapping[str, torch.Tensor]], title: str, dashed: Sequence[str] = ()) -> Figure:
-    """One panel per ``panels`` key (e.g. "deletion e+"), one line per inner key."""
-    fig = Figure(figsize=(3.4 * max(len(panels), 1), 3.0), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
-    for ax, (panel, lines) in zip(axes, panels.items(), strict=False):
-        for label, curve in lines.items():
-            curve = curve.detach().float().cpu()
-            style = "--" if label in dashed else "-"
-            ax.plot(torch.linspace(0, 1, len(curve)).numpy(), curve.numpy(), style, label=label or "score")
-        verb = "deleted" if panel.startswith("deletion") else "inserted"
-        ax.set_xlabel(f"fraction of pixels {verb}")
-        ax.set_ylabel("mean score")
-        ax.set_title(panel, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def plot_method(result: EvaluationResult, path: Path) -> Path:
-    """Mean deletion and insertion curves of one method, one line per view."""
-    save_figure(curves_figure(result.curves, result.name), path)
-    return path
-
-
-def save_figure(fig: Figure, path: Path) -> None:
-    """A figure as PNG, written atomically (a failed draw leaves the previous file)."""
-    with atomic_path(path) as partial:
-        fig.savefig(partial, format="png")
-
-
-def plot_overlay(results: Sequence[EvaluationResult], path: Path) -> Path:
-    """All methods on shared axes: one panel per (mode, view), reference rows dashed."""
-    panels: dict[str, dict[str, torch.Tensor]] = {}
-    for r in results:
-        for mode, lines in r.curves.items():
-            for view, curve in lines.items():
-                panels.setdefault(f"{mode} {view}".strip(), {})[r.name] = curve
-    dashed = [r.name for r in results if r.kind == "reference"]
-    fig = curves_figure(dict(sorted(panels.items(), key=lambda kv: kv[0].split()[-1])), "all methods", dashed)
-    save_figure(fig, path)
-    return path
-
-
-def gallery_captions(gallery: ExplanationInputs, count: int) -> list[str]:
-    """ "genuine | cos=0.83" per shown pair: the clean cosine of the two embeddings."""
-    from facexai.callbacks.rendering import pair_captions
-
-    return pair_captions(gallery.outputs.detach().float().cpu(), gallery.issame)[:count]
-
-
-def gallery_picture(results: Sequence[EvaluationResult], gallery: ExplanationInputs, suffix: str, title: str) -> Any:
-    """The comparison grid (uint8 HWC) of one view: rows are pairs, each explainer's maps side by side."""
-    from facexai.callbacks.rendering import comparison_grid
-    from facexai.data.transforms import denormalise
-
-    n = len(gallery.images) // 2
-    k = min(GALLERY_PAIRS, n)
-
-    def sides(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return stack[:k].cpu(), stack[n : n + k].cpu()
-
-    maps = {r.name: sides(r.examples[suffix]) for r in results if r.kind == "explainer" and suffix in r.examples}
-    masks_a, masks_b = sides(gallery.masks) if gallery.masks is not None else (None, None)
-    images_a, images_b = sides(denormalise(gallery.images.detach().float()))
-    return comparison_grid(images_a, images_b, maps, gallery_captions(gallery, k), masks_a, masks_b, title=title)
-
-
-def write_galleries(
-    results: Sequence[EvaluationResult], gallery: ExplanationInputs | None, out: Path
-) -> dict[str, Path]:
-    """``gallery.png`` (e+) and ``gallery_neg.png`` (e-) for face pairs; classifier runs get none."""
-    from PIL import Image
-
-    if gallery is None or not gallery.pairs:
-        return {}
-    paths = {}
-    for suffix, (name, title) in GALLERY_VIEWS.items():
-        if any(suffix in r.examples for r in results if r.kind == "explainer"):
-            picture = Image.fromarray(gallery_picture(results, gallery, suffix, title))
-            with atomic_path(out / name) as partial:
-                picture.save(partial, format="PNG")
-            paths[f"gallery {suffix}"] = out / name
-    return paths
-
-
-def html_table(results: Sequence[EvaluationResult]) -> str:
-    """The markdown table's rows and columns as escaped HTML (best explainer value per column bold)."""
-    cols = columns(results)
-    directions = {c: _direction(results, c) for c in cols}
-    best = {c: _best(results, c, directions[c]) for c in cols}
-    header = ["explainer", "s / map", *(column_title(c, directions[c]) for c in cols)]
-    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for r in results:
-        name = html.escape(r.name) if r.kind == "explainer" else f"<em>{html.escape(r.name)}</em>"
-        cells = [name, html.escape(_seconds(r.seconds_per_map))]
-        for c in cols:
-            text = _cell(r.values.get(c), best[c] if r.kind == "explainer" else None)
-            bold = text.startswith("**")
-            text = html.escape(text.strip("*"))
-            cells.append(f"<strong>{text}</strong>" if bold else text)
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
 def _figure(path: Path, out: Path, caption: str) -> str:
@@ -384,6 +250,47 @@ def write_index(
     )
     path = out / "index.html"
     write_text_atomic(path, page)
+    return path
+
+
+def write_markdown(
+    results: Sequence[EvaluationResult], settings: EvaluationSettings, path: Path, context: Mapping[str, Any]
+) -> Path:
+    """``results.md``: the table and the settings paragraph."""
+    parts = ["# Explainer evaluation", markdown_table(results), settings_paragraph(results, settings, context)]
+    write_text_atomic(path, "\n\n".join(parts) + "\n")
+    return path
+
+
+def write_csv(results: Sequence[EvaluationResult], path: Path) -> Path:
+    """``results.csv``: one row per method, columns ``explainer, kind, seconds_per_map, maps, <metric>...``."""
+    cols = columns(results)
+    with atomic_path(path) as partial, partial.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["explainer", "kind", "seconds_per_map", "maps", *cols])
+        for r in results:
+            seconds = "" if r.seconds_per_map is None else f"{r.seconds_per_map:.6g}"
+            writer.writerow([r.name, r.kind, seconds, r.maps, *(f"{r.values.get(c, math.nan):.6g}" for c in cols)])
+    return path
+
+
+def write_json(
+    results: Sequence[EvaluationResult], settings: EvaluationSettings, path: Path, context: Mapping[str, Any]
+) -> Path:
+    """``results.json``: rows with values, per-column settings and mean curves, for scripts.
+
+    Standard JSON (RFC 8259): undefined values (NaN, e.g. verification AUCs of all-genuine pairs,
+    or infinities) are written as ``null``, which every JSON parser reads; ``NaN`` tokens are not.
+    """
+    rows = []
+    for r in results:
+        curves = {mode: {view or "score": c.tolist() for view, c in lines.items()} for mode, lines in r.curves.items()}
+        rows.append({
+            "name": r.name, "kind": r.kind, "seconds_per_map": r.seconds_per_map, "maps": r.maps,
+            "values": r.values, "settings": r.settings, "higher_is_better": r.higher_is_better, "curves": curves,
+        })  # fmt: skip
+    payload = {"settings": asdict(settings), "context": dict(context), "results": rows}
+    write_text_atomic(path, json.dumps(finite_or_null(payload), indent=2, allow_nan=False, default=str))
     return path
 
 
