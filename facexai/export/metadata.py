@@ -97,8 +97,10 @@ class ExportMetadata:
 
     @property
     def graph_normalisation(self) -> tuple[float, float]:
-        """(mean, std) a caller applies to pixels before the graph: (0, 1) when the graph takes
-        raw pixels and normalises itself, else the recorded ``input_mean``/``input_std``.
+        """(mean, std) a caller applies to pixels before the graph.
+
+        (0, 1) when the graph takes raw pixels and normalises itself, else the recorded
+        ``input_mean``/``input_std``.
         """
         return (0.0, 1.0) if self.input_format == "raw_pixels" else (self.input_mean, self.input_std)
 
@@ -106,6 +108,18 @@ class ExportMetadata:
     def explained(self) -> bool:
         """Whether the graph takes a target and returns an explanation map."""
         return self.explainer is not None
+
+    def output_width(self) -> int:
+        """The width of the (first) output: D of a verification model, K of a classifier.
+
+        Raises:
+            MetadataError: the width is not recorded (only classifiers without explainer may omit it).
+        """
+        width = self.embedding_size if self.task == "verification" else self.num_classes
+        if width is None:
+            key = "embedding_size" if self.task == "verification" else "num_classes"
+            raise MetadataError(f"the export's metadata records no {PREFIX}{key}")
+        return width
 
     def to_props(self) -> dict[str, str]:
         """String key/value pairs for ONNX ``metadata_props`` (keys prefixed ``facexai.``)."""

@@ -19,18 +19,12 @@ Every file carries facexai metadata (see :mod:`facexai.export.metadata`) and pas
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import logging
-import os
-import re
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import onnx
 import torch
 from torch import Tensor, nn
 
@@ -39,17 +33,16 @@ from facexai.explain import Explainer
 from facexai.explain.base import eval_mode
 from facexai.export import explained as ex
 from facexai.export import parity
-from facexai.export.errors import ExportError
 from facexai.export.input_size import insightface_note, resolve_input_size
-from facexai.export.insightface import insightface_normalisation
-from facexai.export.metadata import INPUT_FORMATS, ExportMetadata, first_line
+from facexai.export.metadata import INPUT_FORMATS, ExportMetadata
+from facexai.export.onnx_file import check_graph, external_data_path, finalise, move_external_data
+from facexai.export.torch_onnx import torch_export
 from facexai.writing import atomic_path, refuse_inputs
 
 logger = logging.getLogger(__name__)
 
 #: above this many weight bytes the graph is saved with an external ``.data`` file (protobuf: 2 GB)
 EXTERNAL_DATA_BYTES = 1_500_000_000
-NORMALISATION_NODES = ("Sub_facexai_input", "Mul_facexai_input")
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def to_onnx(
     path: str | Path,
     input_size: int | None = None,
     explainer: str | Explainer | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> Path:
     """Export ``model`` (optionally with ``explainer``) to ONNX; see :func:`export_onnx`.
 
@@ -149,43 +142,12 @@ def _write_atomically(
     with atomic_path(path) as partial:
         try:
             result = _write_checked(net, partial, meta, explainer, tolerance, path)
-            _move_external_data(partial, path)
+            move_external_data(partial, path)
         except BaseException:
-            _external_data(partial).unlink(missing_ok=True)
+            external_data_path(partial).unlink(missing_ok=True)
             raise
     logger.info("exported %s (parity max abs diff %.3g)", path, result.parity.worst)
     return replace(result, path=path)
-
-
-def _external_data(path: Path) -> Path:
-    """Where the exporter puts the weights of a graph over protobuf's limit: ``<name>.data``."""
-    return path.with_name(path.name + ".data")
-
-
-def _move_external_data(partial: Path, target: Path) -> None:
-    """Point the partial graph's external tensors at ``<target>.data`` and move that file there."""
-    data = _external_data(partial)
-    if not data.exists():
-        return
-    model = onnx.load(str(partial), load_external_data=False)
-    for tensor in _graph_tensors(model.graph):
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = _external_data(target).name
-    onnx.save(model, str(partial))
-    os.replace(data, _external_data(target))
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor of a graph: initializers and tensor attributes, subgraphs (Scan bodies) included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-                yield from _graph_tensors(subgraph)
 
 
 def _check_options(
@@ -229,7 +191,7 @@ def _write_checked(
         report = _export_explained(net, explainer, path, meta, tolerance, shown)
     floor = max(report.noise_floor.values()) if report.noise_floor else None
     meta = replace(meta, parity_max_abs_diff=report.worst, parity_noise_floor=floor)
-    _finalise(path, meta)
+    finalise(path, meta)
     return ExportResult(path, meta, report)
 
 
@@ -240,7 +202,8 @@ def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, st
 
     inferred = {ClassifierModule: "classification", VerificationModule: "verification"}
     found = next((t for cls, t in inferred.items() if isinstance(model, cls)), None)
-    if task is None and found is None:
+    resolved = task if task is not None else found
+    if resolved is None:
         raise ValueError(
             f"task must be 'classification' or 'verification' for a plain {type(model).__name__} "
             "(it is inferred only for facexai's ClassifierModule and VerificationModule)"
@@ -249,8 +212,8 @@ def _network_and_task(model: nn.Module, task: str | None) -> tuple[nn.Module, st
         raise ValueError(f"Unknown task {task!r}. Available: classification, verification")
     if task is not None and found is not None and task != found:
         raise ValueError(f"task={task!r} contradicts the {type(model).__name__}, a {found} model")
-    net = model.explained_model if found is not None else model
-    return net, task or found
+    net = model.explained_model if isinstance(model, (ClassifierModule, VerificationModule)) else model
+    return net, resolved
 
 
 def _output_width(net: nn.Module, input_size: int) -> int:
@@ -313,6 +276,7 @@ class PlainGraph(nn.Module):
         self.net, self.raw_pixels = net, raw_pixels
 
     def forward(self, images: Tensor) -> Tensor:
+        """The network's output for ``images`` (pixels in [0, 255] when ``raw_pixels``)."""
         if self.raw_pixels:
             images = (images - 127.5) * (1.0 / 127.5)
         return self.net(images)
@@ -323,8 +287,8 @@ def _export_plain(
 ) -> parity.ParityReport:
     raw = meta.input_format == "raw_pixels"
     example = (torch.randn(2, 3, meta.input_size, meta.input_size) * (127.5 if raw else 1.0),)
-    _torch_export(PlainGraph(net, raw).eval(), example, path, meta, _weight_bytes(net), type(net).__name__)
-    _check_graph(path, meta)
+    torch_export(PlainGraph(net, raw).eval(), example, path, meta, _external(net), type(net).__name__)
+    check_graph(path, meta)
     reference = parity.plain_reference(net, meta.output_names[0])
     return parity.check_parity(path, reference, None, meta.input_size, raw, tolerance, shown)
 
@@ -332,112 +296,16 @@ def _export_plain(
 def _export_explained(
     net: nn.Module, explainer: Explainer, path: Path, meta: ExportMetadata, tolerance: float, shown: Path
 ) -> parity.ParityReport:
-    width = meta.embedding_size or meta.num_classes
+    width = meta.output_width()
     module = ex.trace_explained(explainer, net, meta.task, meta.input_size, width).eval()
     example = ex.example_inputs(meta.task, ex.TRACE_BATCH, meta.input_size, width)
-    _torch_export(module, example, path, meta, _weight_bytes(net), f"{type(net).__name__} with {explainer.name}")
-    _check_graph(path, meta)
+    torch_export(module, example, path, meta, _external(net), f"{type(net).__name__} with {explainer.name}")
+    check_graph(path, meta)
     reference = parity.explained_reference(net, explainer, meta.task)
     target = parity.target_maker(net, meta.task)
     return parity.check_parity(path, reference, target, meta.input_size, False, tolerance, shown)
 
 
-def _weight_bytes(net: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
-
-
-def _torch_export(
-    module: nn.Module, example: tuple[Tensor, ...], path: Path, meta: ExportMetadata, weight_bytes: int, name: str
-) -> None:
-    """``torch.onnx.export(dynamo=True)`` with one dynamic batch dimension shared by all inputs.
-
-    Weights go into the ``.onnx`` file itself (one file to deploy) unless protobuf's 2 GB limit
-    is near; then they are written to ``<name>.data`` beside it.
-
-    Raises:
-        ExportError: the exporter failed; names the model (``name``) and the operator or source
-            line the exporter blames (its own message is pages of advice for torch developers).
-    """
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    captured = io.StringIO()  # the exporter prints progress lines; a library must not
-    try:
-        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
-            # inputs sharing the batch Dim make the exporter note that it keeps one name: expected
-            warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
-            torch.onnx.export(
-                module,
-                example,
-                str(path),
-                dynamo=True,
-                dynamic_shapes=tuple({0: batch} for _ in example),
-                input_names=list(meta.input_names),
-                output_names=list(meta.output_names),
-                external_data=weight_bytes > EXTERNAL_DATA_BYTES,
-                verbose=False,
-            )
-    except Exception as err:  # TorchExportError, ConversionError, and torch internals they do not wrap
-        raise ExportError(f"torch.onnx could not export {name}: {export_failure(err)}") from err
-    finally:
-        logger.debug("torch.onnx.export output:\n%s", captured.getvalue())
-
-
-#: how the exporter names an operator it cannot translate, and the user line torch.export blames
-OPERATOR = re.compile(r"OpOverload\(op='([\w.]+)'|target=torch\.ops\.([\w.]+?)(?:\.default)?\]|(aten::\w+)")
-USER_LINE = re.compile(r'The following call raised this error:\s*File "([^"]+)", line (\d+)[^\n]*\n\s*(.+)')
-
-
-def export_failure(err: BaseException) -> str:
-    """The cause of an exporter failure in one line: operator or source line, and the first message line.
-
-    The exporter wraps the real error (``DispatchError``, ``GuardOnDataDependentSymNode``, ...)
-    in ``__cause__`` chains; the innermost one says what went wrong.
-    """
-    chain = [err]
-    while chain[-1].__cause__ is not None and len(chain) < 20:
-        chain.append(chain[-1].__cause__)
-    text = "\n".join(str(e) for e in chain)
-    root = chain[-1]
-    summary = f"{type(root).__name__}: {first_line(root)}"
-    if (found := OPERATOR.search(text)) is not None:
-        operator = next(group for group in found.groups() if group)
-        return f"operator {operator} has no ONNX translation ({summary})"
-    if (line := USER_LINE.search(text)) is not None:
-        return f"torch.export cannot follow {line[1]}:{line[2]} ({line[3].strip()}): {summary}"
-    return summary
-
-
-def _check_graph(path: Path, meta: ExportMetadata) -> None:
-    """Name the normalisation nodes and verify what insightface will infer from the graph."""
-    model = onnx.load(str(path), load_external_data=False)
-    if meta.input_format == "raw_pixels":
-        _name_normalisation_nodes(model)
-    if meta.task == "verification" and not meta.explained:
-        expected = (0.0, 1.0) if meta.input_format == "raw_pixels" else (127.5, 127.5)
-        inferred = insightface_normalisation(model)
-        if inferred != expected:
-            raise RuntimeError(
-                f"insightface would normalise this graph with mean/std {inferred}, not {expected}; "
-                "the first node names of the exported graph changed"
-            )
-    onnx.save(model, str(path))
-
-
-def _name_normalisation_nodes(model: onnx.ModelProto) -> None:
-    """Name the Sub reading the image input and the Mul reading the Sub as insightface expects."""
-    head = list(model.graph.node[:8])
-    source = model.graph.input[0].name
-    for op, new_name in zip(("Sub", "Mul"), NORMALISATION_NODES, strict=True):
-        node = next((n for n in head if n.op_type == op and source in n.input), None)
-        if node is None:
-            raise RuntimeError(f"the raw-pixel graph does not start with Sub, Mul: {[n.op_type for n in head]}")
-        node.name, source = new_name, node.output[0]
-
-
-def _finalise(path: Path, meta: ExportMetadata) -> None:
-    """Write the metadata and run the full ONNX checker on the final file."""
-    model = onnx.load(str(path), load_external_data=False)
-    kept = {p.key: p.value for p in model.metadata_props if not p.key.startswith("facexai.")}
-    onnx.helper.set_model_props(model, {**kept, **meta.to_props()})
-    model.doc_string = f"facexai {meta.task} model" + (f" explained by {meta.explainer}" if meta.explainer else "")
-    onnx.save(model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+def _external(net: nn.Module) -> bool:
+    """Whether the weights go to a ``.data`` file beside the graph (over :data:`EXTERNAL_DATA_BYTES`)."""
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values()) > EXTERNAL_DATA_BYTES
