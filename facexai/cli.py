@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_lightning([command, *rest])
             return 0
         return TOOLS[command](rest)
-    except Exception as err:  # noqa: BLE001 - only user errors are caught; anything else re-raised
+    except Exception as err:  # only user errors are caught; anything else is re-raised
         # User errors (bad paths, names, files, configs, untraceable models) are explained in one
         # line; FACEXAI_DEBUG=1 shows the traceback for bug reports.
         message = user_error_message(err)

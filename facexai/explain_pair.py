@@ -54,14 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("image_b", help="second aligned face crop")
     add_model_arguments(parser)
     parser.add_argument(
-        "--explainers", nargs="+", default=list(DEFAULT_EXPLAINERS),
+        "--explainers",
+        nargs="+",
+        default=list(DEFAULT_EXPLAINERS),
         help=f"explainers (default: {' '.join(DEFAULT_EXPLAINERS)}); registered: {', '.join(available_explainers())}",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--explainer-options", default="{}",
+        "--explainer-options",
+        default="{}",
         help=f'JSON object or file, e.g. {{"fame": {{"iterations": 200}}}} (FAME default here: '
         f"{FAME_CLI_ITERATIONS} iterations)",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", default="explanations", help="output folder (default explanations/)")
     parser.add_argument("--tile-size", type=int, default=112, help="side of each picture tile in pixels (default 112)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -26,20 +26,33 @@ SIDE = 64  # the demo's image size
 def short_fit_args(root: Path) -> list[str]:
     """configs/demo.yaml, one short epoch on a small set, logged under ``root``."""
     return [
-        "--config", str(DEMO),
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "3",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(root / "runs"),
-        "--data.init_args.num_identities", "16",
-        "--data.init_args.images_per_identity", "6",
-        "--data.init_args.num_val_identities", "8",
-        "--data.init_args.num_val_pairs", "16",
-        "--data.init_args.batch_size", "16",
-        "--model.init_args.num_identities", "16",
-    ]  # fmt: skip
+        "--config",
+        str(DEMO),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(root / "runs"),
+        "--data.init_args.num_identities",
+        "16",
+        "--data.init_args.images_per_identity",
+        "6",
+        "--data.init_args.num_val_identities",
+        "8",
+        "--data.init_args.num_val_pairs",
+        "16",
+        "--data.init_args.batch_size",
+        "16",
+        "--model.init_args.num_identities",
+        "16",
+    ]
 
 
 def write_face_pairs(root: Path) -> Path:
@@ -72,11 +85,33 @@ def test_demo_checkpoint_goes_through_every_readme_command(tmp_path: Path) -> No
 
     evaluation = tmp_path / "eval"
     options = json.dumps({"fame": {"iterations": 5, "blur_sigma": "auto"}})
-    assert main([
-        "evaluate", "--config", str(_small_config(tmp_path)), "--ckpt_path", ckpt,
-        "--explainers", "fame", "fgcam", "liftcam", "--explainer-options", options,
-        "--max-samples", "2", "--steps", "4", "--out", str(evaluation), "--device", "cpu", "--no-progress",
-    ]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--config",
+                str(_small_config(tmp_path)),
+                "--ckpt_path",
+                ckpt,
+                "--explainers",
+                "fame",
+                "fgcam",
+                "liftcam",
+                "--explainer-options",
+                options,
+                "--max-samples",
+                "2",
+                "--steps",
+                "4",
+                "--out",
+                str(evaluation),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((evaluation / "results.json").read_text())
     rows = {row["name"]: row for row in results["results"]}
     assert {"fame", "fgcam", "liftcam"} <= set(rows)
@@ -92,10 +127,25 @@ def test_demo_checkpoint_goes_through_every_readme_command(tmp_path: Path) -> No
     faces.mkdir()
     pairs = write_face_pairs(faces)
     report = tmp_path / "audit"
-    assert main([
-        "audit", "--onnx", str(onnx_path), "--pairs", str(pairs), "--images-root", str(faces),
-        "--out", str(report), "--steps", "4", "--no-progress",
-    ]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "audit",
+                "--onnx",
+                str(onnx_path),
+                "--pairs",
+                str(pairs),
+                "--images-root",
+                str(faces),
+                "--out",
+                str(report),
+                "--steps",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     audit = json.loads((report / "report.json").read_text())
     assert len(audit["pairs"]) == 6
     assert (report / "index.html").is_file()

@@ -71,10 +71,29 @@ data:
     batch_size: 4
 """
 
-FAST = ["--max-samples", "2", "--batch-size", "2", "--steps", "4", "--verification-steps", "2",
-        "--device", "cpu", "--no-progress"]  # fmt: skip
-PER_VIEW = ["deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
-            "average_drop_in_deletion", "pointing_game", "energy_pointing_game", "sparsity"]  # fmt: skip
+FAST = [
+    "--max-samples",
+    "2",
+    "--batch-size",
+    "2",
+    "--steps",
+    "4",
+    "--verification-steps",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+PER_VIEW = [
+    "deletion_auc",
+    "insertion_auc",
+    "average_drop",
+    "increase_in_confidence",
+    "average_drop_in_deletion",
+    "pointing_game",
+    "energy_pointing_game",
+    "sparsity",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,8 +114,15 @@ def test_evaluate_pairs_writes_report_with_every_metric(tmp_path: Path) -> None:
     config, out = _write(tmp_path, VERIFICATION_YAML), tmp_path / "eval"
     argv = ["--config", str(config), "--explainers", "gradcam", "gradcam++", "--out", str(out), *FAST]
     assert evaluate_main(argv) == 0
-    for name in ("results.md", "results.csv", "results.json", "curves_overlay.png", "curves_gradcam.png",
-                 "curves_gradcam++.png", "curves_random.png"):  # fmt: skip
+    for name in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "curves_overlay.png",
+        "curves_gradcam.png",
+        "curves_gradcam++.png",
+        "curves_random.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     rows = _read_csv(out / "results.csv")
     names = [row["explainer"] for row in rows]
@@ -126,8 +152,18 @@ def test_index_escapes_row_labels(tmp_path: Path) -> None:
     from facexai.evaluate.report import write_report
 
     curve = torch.linspace(1, 0, 3)
-    rows = [EvaluationResult("<b>cam</b> & co", "explainer", {"deletion_auc": 0.5}, {"deletion_auc": "d"},
-                             {"deletion_auc": False}, {"deletion": {"": curve}}, 0.1, 2)]  # fmt: skip
+    rows = [
+        EvaluationResult(
+            "<b>cam</b> & co",
+            "explainer",
+            {"deletion_auc": 0.5},
+            {"deletion_auc": "d"},
+            {"deletion_auc": False},
+            {"deletion": {"": curve}},
+            0.1,
+            2,
+        )
+    ]
     paths = write_report(rows, EvaluationSettings(), tmp_path, {"model": "M<1>", "config": "a&b.yaml"})
     page = paths["html"].read_text()
     assert "&lt;b&gt;cam&lt;/b&gt; &amp; co" in page
@@ -168,8 +204,10 @@ def test_report_files_are_replaced_only_when_complete(tmp_path: Path) -> None:
 
     path = tmp_path / "results.csv"
     path.write_text("the previous run\n")
-    rows = [EvaluationResult("ok", "explainer", {"sparsity": 0.5}),
-            EvaluationResult("bad", "explainer", {"sparsity": "not a number"})]  # fmt: skip
+    rows = [
+        EvaluationResult("ok", "explainer", {"sparsity": 0.5}),
+        EvaluationResult("bad", "explainer", {"sparsity": "not a number"}),
+    ]
     with pytest.raises(ValueError, match="format code"):
         write_csv(rows, path)
     assert path.read_text() == "the previous run\n"
@@ -215,8 +253,19 @@ def test_evaluate_classifier_with_checkpoint_and_options(tmp_path: Path) -> None
     )
     torch.save({"state_dict": module.state_dict()}, tmp_path / "model.ckpt")
     options = '{"cam2": {"method": "gradcam", "target_layer": "layer3"}}'
-    argv = ["--config", str(config), "--ckpt_path", str(tmp_path / "model.ckpt"), "--explainers", "cam2",
-            "--explainer-options", options, "--out", str(out), *FAST]  # fmt: skip
+    argv = [
+        "--config",
+        str(config),
+        "--ckpt_path",
+        str(tmp_path / "model.ckpt"),
+        "--explainers",
+        "cam2",
+        "--explainer-options",
+        options,
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert evaluate_main(argv) == 0
     rows = _read_csv(out / "results.csv")
     assert [row["explainer"] for row in rows] == ["cam2", "random", "inverted cam2"]
@@ -255,25 +304,32 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     config = _write(tmp_path, VERIFICATION_YAML)
     torch.save({"state_dict": {"not_a_weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="does not fit the model built from the config"):
-        evaluate_main(["--config", str(config), "--ckpt_path", str(tmp_path / "other.ckpt"), "--explainers",
-                       "gradcam", *FAST])  # fmt: skip
+        evaluate_main(
+            ["--config", str(config), "--ckpt_path", str(tmp_path / "other.ckpt"), "--explainers", "gradcam", *FAST]
+        )
     with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
-        evaluate_main(["--config", str(config), "--ckpt_path", str(tmp_path / "x.ckpt"), "--explainers", "gradcam",
-                       *FAST])  # fmt: skip
+        evaluate_main(
+            ["--config", str(config), "--ckpt_path", str(tmp_path / "x.ckpt"), "--explainers", "gradcam", *FAST]
+        )
 
 
 def test_config_class_path_cannot_run_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``class_path: subprocess.Popen`` once ran a command; now it is refused before any import."""
     marker = tmp_path / "pwned"
-    evil = {**yaml.safe_load(VERIFICATION_YAML),
-            "model": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}}}  # fmt: skip
+    evil = {
+        **yaml.safe_load(VERIFICATION_YAML),
+        "model": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}},
+    }
     config = _write(tmp_path, yaml.safe_dump(evil))
     assert cli.main(["evaluate", "--config", str(config), "--explainers", "gradcam", *FAST]) == 2
     assert f"config {config}: model.class_path 'subprocess.Popen' is refused" in capsys.readouterr().err
     assert not marker.exists()
-    nested = VERIFICATION_YAML.replace("      img_size: 32\n", f"      img_size: 32\n      act:\n"
-                                       f"        class_path: subprocess.Popen\n        init_args:\n"
-                                       f"          args: [touch, {marker}]\n")  # fmt: skip
+    nested = VERIFICATION_YAML.replace(
+        "      img_size: 32\n",
+        f"      img_size: 32\n      act:\n"
+        f"        class_path: subprocess.Popen\n        init_args:\n"
+        f"          args: [touch, {marker}]\n",
+    )
     with pytest.raises(ValueError, match=r"backbone_kwargs.act.class_path 'subprocess.Popen' is refused"):
         evaluate_main(["--config", str(_write(tmp_path, nested)), "--explainers", "gradcam", *FAST])
     assert not marker.exists()

@@ -27,8 +27,19 @@ from tests.thirdparty.arcface_torch import export_like_torch2onnx, face_batch, m
 SIDE = 32
 PAIRS = 4  # 2 genuine, 2 impostor: both kinds are needed for the verification-accuracy columns
 ISSAME = [True, False] * (PAIRS // 2)
-FAST = ["--max-samples", "4", "--batch-size", "4", "--steps", "3", "--verification-steps", "2",
-        "--device", "cpu", "--no-progress"]  # fmt: skip
+FAST = [
+    "--max-samples",
+    "4",
+    "--batch-size",
+    "4",
+    "--steps",
+    "3",
+    "--verification-steps",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 EXPLAINERS = ["gradcam", "liftcam"]
 
 
@@ -102,8 +113,17 @@ def _check_report(out: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("kind", ["pth", "onnx"])
 def test_evaluate_model_on_a_bin_set(data, kind, tmp_path, capsys) -> None:
     out = tmp_path / "eval"
-    argv = ["--model", str(data[kind]), "--bin", str(data["bin"]), "--explainers", *EXPLAINERS,
-            "--out", str(out), *FAST]  # fmt: skip
+    argv = [
+        "--model",
+        str(data[kind]),
+        "--bin",
+        str(data["bin"]),
+        "--explainers",
+        *EXPLAINERS,
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert evaluate_main(argv) == 0
     _check_report(out)
     report = (out / "results.md").read_text()
@@ -113,14 +133,35 @@ def test_evaluate_model_on_a_bin_set(data, kind, tmp_path, capsys) -> None:
 
 def test_evaluate_model_on_pairs_and_image_root(data, tmp_path) -> None:
     out = tmp_path / "eval"
-    argv = ["evaluate", "--model", str(data["pth"]), "--pairs", str(data["pairs"]), "--images-root",
-            str(data["images"]), "--explainers", *EXPLAINERS, "--out", str(out), *FAST]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--model",
+        str(data["pth"]),
+        "--pairs",
+        str(data["pairs"]),
+        "--images-root",
+        str(data["images"]),
+        "--explainers",
+        *EXPLAINERS,
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert cli.main(argv) == 0
     rows = _check_report(out)
     # same faces as the .bin set in the same order, so the same model must score them alike
     bin_out = tmp_path / "bin"
-    argv = ["--model", str(data["pth"]), "--bin", str(data["bin"]), "--explainers", *EXPLAINERS, "--out",
-            str(bin_out), *FAST]  # fmt: skip
+    argv = [
+        "--model",
+        str(data["pth"]),
+        "--bin",
+        str(data["bin"]),
+        "--explainers",
+        *EXPLAINERS,
+        "--out",
+        str(bin_out),
+        *FAST,
+    ]
     assert evaluate_main(argv) == 0
     with (bin_out / "results.csv").open(newline="") as handle:
         bin_rows = list(csv.DictReader(handle))

@@ -86,8 +86,19 @@ def test_explain_writes_one_png_per_explainer(files, kind, tmp_path, capsys) -> 
 def test_layout_flags_reach_the_loader(files, tmp_path, capsys) -> None:
     # --channel-order BGR says the network wants BGR: the printed similarity must be the network's
     # cosine on channel-flipped faces, which differs from the RGB one on these colourful crops.
-    argv = ["--model", str(files["pth"]), str(files["a"]), str(files["b"]), "--explainers", "liftcam",
-            "--channel-order", "bgr", "--out", str(tmp_path / "out"), *QUIET]  # fmt: skip
+    argv = [
+        "--model",
+        str(files["pth"]),
+        str(files["a"]),
+        str(files["b"]),
+        "--explainers",
+        "liftcam",
+        "--channel-order",
+        "bgr",
+        "--out",
+        str(tmp_path / "out"),
+        *QUIET,
+    ]
     assert explain_main(argv) == 0
     similarity = float(re.search(r"similarity (-?\d+\.\d+)", capsys.readouterr().out).group(1))
     bgr = direct_cosine(files["model"], files["a"], files["b"], bgr=True)
@@ -97,8 +108,19 @@ def test_layout_flags_reach_the_loader(files, tmp_path, capsys) -> None:
 
 def test_other_sizes_are_resized_with_a_warning(files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    argv = ["--model", str(files["pth"]), str(files["a"]), str(files["small"]), "--explainers", "liftcam",
-            "--out", str(out), "--tile-size", "64", *QUIET]  # fmt: skip
+    argv = [
+        "--model",
+        str(files["pth"]),
+        str(files["a"]),
+        str(files["small"]),
+        "--explainers",
+        "liftcam",
+        "--out",
+        str(out),
+        "--tile-size",
+        "64",
+        *QUIET,
+    ]
     assert explain_main(argv) == 0
     assert "small.png is 80x80, resized to the model's 112x112 input" in capsys.readouterr().err
     with Image.open(out / "alice_vs_small_liftcam.png") as image:

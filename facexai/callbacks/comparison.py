@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torch import Tensor
 
-from facexai.callbacks.overlays import check_colormap, colormap_lut, overlay
+from facexai.callbacks.overlays import check_colormap, colormap_lut, fit_text, load_font, overlay
 
 BORDER = 4  # the e+ / e- frame
 PAD = 2  # between tiles
@@ -256,32 +256,15 @@ def _texts(
     for row, caption in enumerate(captions):
         y, x = layout.tile_origin(row, 0)
         texts.append((x, y - CAPTION_HEIGHT, full, caption))
-    y0, y1, x0, x1 = layout.bar_box
+    y0, y1, _, x1 = layout.bar_box
     texts += [(x1 + 3, y0 - 3, BAR_LABEL_WIDTH, "high"), (x1 + 3, y1 - 15, BAR_LABEL_WIDTH, "low")]
     return texts
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=12)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
 
 
 def _draw_texts(canvas: np.ndarray, texts: Sequence[tuple[int, int, int, str]]) -> np.ndarray:
     """Black text, each shortened with an ellipsis to its width."""
     pil = Image.fromarray(canvas)
-    draw, font = ImageDraw.Draw(pil), _font()
+    draw, font = ImageDraw.Draw(pil), load_font(12)
     for x, y, width, text in texts:
-        draw.text((x, y), _shorten(draw, font, text, width), fill=(0, 0, 0), font=font)
+        draw.text((x, y), fit_text(draw, font, text, width), fill=(0, 0, 0), font=font)
     return np.asarray(pil).copy()
-
-
-def _shorten(
-    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int
-) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."

@@ -4,9 +4,11 @@ On the first validation batch(es) of selected epochs the callback explains a few
 each configured explainer, feeds the faithfulness/localisation metrics, logs heatmap grids (one
 per explainer, and for face pairs one comparing all explainers under ``xai/compare/``) and
 mean deletion/insertion curves to TensorBoard and the metric values as
-``val/xai/<explainer>/<metric>[_pos|_neg]`` scalars (``docs/tensorboard.md`` lists every tag). It works with facexai modules (which say
-what to explain via ``explanation_inputs``/``explained_model``) and with any LightningModule
-through a few constructor arguments (see :class:`~facexai.callbacks.adapters.BatchAdapter`).
+``val/xai/<explainer>/<metric>[_pos|_neg]`` scalars (``docs/tensorboard.md`` lists every tag).
+The explaining and scoring is :mod:`facexai.pipeline`, which ``evaluate`` runs too, so the same
+settings give the same numbers in both. It works with facexai modules (which say what to explain
+via ``explanation_inputs``/``explained_model``) and with any LightningModule through a few
+constructor arguments (see :class:`~facexai.pipeline.inputs.BatchAdapter`).
 """
 
 from __future__ import annotations
@@ -138,12 +140,19 @@ class ExplanationCallback(pl.Callback):
         png_dir: str | None = None,
     ) -> None:
         super().__init__()
-        _check_options(every_n_epochs=every_n_epochs, max_samples=max_samples, batches_per_epoch=batches_per_epoch,
-                       tile_size=tile_size, colormap=colormap, max_time_share=max_time_share)  # fmt: skip
+        _check_options(
+            every_n_epochs=every_n_epochs,
+            max_samples=max_samples,
+            batches_per_epoch=batches_per_epoch,
+            tile_size=tile_size,
+            colormap=colormap,
+            max_time_share=max_time_share,
+        )
         self.explainers = build_explainers(explainers, target_layer)
         _check_labels(self.explainers)
-        self.adapter = BatchAdapter(model_attr, image_key, label_key, pair_keys, issame_key, mask_key,
-                                    pair_mask_keys, target)  # fmt: skip
+        self.adapter = BatchAdapter(
+            model_attr, image_key, label_key, pair_keys, issame_key, mask_key, pair_mask_keys, target
+        )
         self.explicit_metrics = metrics is not None
         self.denormalise = make_denormaliser(mean, std)
         specs = parse_metric_specs(DEFAULT_METRICS if metrics is None else metrics, OWNER, dataset_level=False)
@@ -171,28 +180,29 @@ class ExplanationCallback(pl.Callback):
         check_layers(self.explainers, self.adapter.resolve_model(pl_module))
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start_epoch(trainer, pl_module)
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Decide whether this epoch explains (test epochs always do), and clear the metrics."""
         self._start_epoch(trainer, pl_module)
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
-        self._on_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, "val")
-
-    def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
-        self._on_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, "test")
+    ) -> None:
+        """Explain and score the leading batch(es); log pictures of the first."""
+        self._on_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, _stage(trainer))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end_epoch(trainer, pl_module, "val")
+        """Log the epoch's metric values, curves and times (under ``test/`` in a test run)."""
+        self._end_epoch(trainer, pl_module, _stage(trainer))
 
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end_epoch(trainer, pl_module, "test")
+    # a test run is explained like a validation run; its tags start with test/
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end
 
     # ----------------------------------------------------------------- epoch flow
     def _start_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -205,9 +215,14 @@ class ExplanationCallback(pl.Callback):
             self.suite.reset()
 
     def _on_batch(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
         stage: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if (dataloader_idx != 0 and not self.explain_all_sets) or batch_idx >= self.batches_per_epoch:
             return
         if trainer.sanity_checking and batch_idx == 0:
@@ -253,9 +268,13 @@ class ExplanationCallback(pl.Callback):
         """
         start = time.perf_counter()
         views = explain_and_score(
-            self.suite, tag_label(label), lambda spec, target: explainer(model, inputs.images, target),
-            inputs, model, self.explain_dissimilar,
-        )  # fmt: skip
+            self.suite,
+            tag_label(label),
+            lambda spec, target: explainer(model, inputs.images, target),
+            inputs,
+            model,
+            self.explain_dissimilar,
+        )
         synchronize(inputs.images.device)
         self._times[label] = self._times.get(label, 0.0) + time.perf_counter() - start
         return views
@@ -277,14 +296,21 @@ class ExplanationCallback(pl.Callback):
             # The suite agreed its keys across ranks, so every rank logs the same names and the
             # (already synced) values' sync_dist all-reduce pairs up; it only keeps Lightning's
             # DDP warning away.
-            pl_module.log(f"{stage}/xai/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
-                          add_dataloader_idx=False)  # fmt: skip
+            pl_module.log(
+                f"{stage}/xai/{key}", value, on_step=False, on_epoch=True, sync_dist=True, add_dataloader_idx=False
+            )
         for key, seconds in times.items():
             # Times are per rank and their labels follow the batches a rank saw (with
             # explain_all_sets a rank may see no batch of a set): a synced log would pair up
             # different all-reduces across ranks and hang, so rank zero reports its own times.
-            pl_module.log(f"{prefix}xai/{key}", seconds, on_step=False, on_epoch=True, rank_zero_only=True,
-                          add_dataloader_idx=False)  # fmt: skip
+            pl_module.log(
+                f"{prefix}xai/{key}",
+                seconds,
+                on_step=False,
+                on_epoch=True,
+                rank_zero_only=True,
+                add_dataloader_idx=False,
+            )
         self._check_time(times["time_s"], time.perf_counter() - self._epoch_start)
         with plain_mode(pl_module.device.type):
             self.suite.reset()
@@ -292,9 +318,13 @@ class ExplanationCallback(pl.Callback):
 
     # ----------------------------------------------------------------- logging
     def _log_first_batch(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, inputs: ExplanationInputs,
-        views: Mapping[str, Sequence[View]], stage: str,
-    ) -> None:  # fmt: skip
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        inputs: ExplanationInputs,
+        views: Mapping[str, Sequence[View]],
+        stage: str,
+    ) -> None:
         self.last_maps = {
             label: {view.suffix or "maps": view.maps.detach().float().cpu() for view in label_views}
             for label, label_views in views.items()
@@ -306,14 +336,16 @@ class ExplanationCallback(pl.Callback):
         when = f"epoch {trainer.current_epoch}  step {trainer.global_step}"
         method_views = views if self.log_method_grids else {}
         for label, label_views in method_views.items():
-            grids = render_views(inputs, label_views, self.denormalise, names, self.colormap, self.tile_size,
-                                 f"{label}  {when}")  # fmt: skip
+            grids = render_views(
+                inputs, label_views, self.denormalise, names, self.colormap, self.tile_size, f"{label}  {when}"
+            )
             for kind, grid in grids.items():
                 self._write_grid(trainer, f"{prefix}xai/{tag_label(label)}/{kind}", grid)
         if self.log_comparison and len(views) > 0:
             compare = f"{prefix}xai/{_set_of(next(iter(views)))}compare"
-            for kind, picture in render_comparison(inputs, views, self.denormalise, self.colormap, self.tile_size,
-                                                   when).items():  # fmt: skip
+            for kind, picture in render_comparison(
+                inputs, views, self.denormalise, self.colormap, self.tile_size, when
+            ).items():
                 self._write_grid(trainer, f"{tag_label(compare)}/{kind}", picture)
 
     def _write_grid(self, trainer: pl.Trainer, tag: str, grid: Tensor | np.ndarray) -> None:
@@ -347,8 +379,10 @@ class ExplanationCallback(pl.Callback):
         if missing and self.explicit_metrics and "masks" not in self._once:
             self._once.add("masks")
             keys = self.adapter.pair_mask_keys if inputs.pairs else self.adapter.mask_key
-            rank_zero_warn(f"ExplanationCallback: {missing} need ground-truth masks, but the batches have none "
-                           f"under {keys!r}; these metrics are skipped. Set mask_key/pair_mask_keys.")  # fmt: skip
+            rank_zero_warn(
+                f"ExplanationCallback: {missing} need ground-truth masks, but the batches have none "
+                f"under {keys!r}; these metrics are skipped. Set mask_key/pair_mask_keys."
+            )
 
     def _check_time(self, explain_s: float, epoch_s: float) -> None:
         if self.max_time_share is None or "time" in self._once or epoch_s <= 0:
@@ -385,8 +419,15 @@ def _check_labels(explainers: Mapping[str, Explainer]) -> None:
     """Raise ``ValueError`` for a label whose tags would overwrite the comparison grids."""
     for label in explainers:
         if label in RESERVED_LABELS:
-            raise ValueError(f"explainer label {label!r} is reserved for the comparison grids (xai/{label}/...); "
-                             "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}")  # fmt: skip
+            raise ValueError(
+                f"explainer label {label!r} is reserved for the comparison grids (xai/{label}/...); "
+                "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}"
+            )
+
+
+def _stage(trainer: pl.Trainer) -> str:
+    """The stage a batch belongs to: "test" in ``trainer.test``, else "val" (fit and validate)."""
+    return "test" if trainer.testing else "val"
 
 
 def _set_of(label: str) -> str:

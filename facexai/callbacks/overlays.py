@@ -28,7 +28,6 @@ from facexai.data.transforms import denormalise
 from facexai.pipeline.views import invalid_maps
 from facexai.writing import atomic_path
 
-
 #: recommended colour maps: perceptually ordered and readable over faces (any matplotlib name works)
 COLORMAPS = ("inferno", "magma", "plasma", "viridis", "turbo", "cividis")
 PAD = 2
@@ -67,7 +66,8 @@ def apply_colormap(maps: Tensor, name: str = "inferno") -> Tensor:
 
     A map with any NaN or Inf value becomes a crossed grey tile (:func:`invalid_tile`) instead
     of an out-of-range lookup (NaN cast to an index is -2**63): one broken map must not stop
-    the training run that logs it. The pipeline warns about such maps (:class:`~facexai.pipeline.views.InvalidMapWarning`).
+    the training run that logs it. The pipeline warns about such maps
+    (:class:`~facexai.pipeline.views.InvalidMapWarning`).
     """
     lut = colormap_lut(name).to(maps.device)
     values = torch.nan_to_num(maps.detach().float(), nan=0.0).clamp(0, 1)
@@ -185,9 +185,13 @@ def compose_grid(
     return draw_text(grid, texts)
 
 
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+
+
+def load_font(size: int) -> Font:
+    """PIL's default font at ``size`` pixels (any size on Pillow >= 10.1, else its bitmap font)."""
     try:
-        return ImageFont.load_default(size=11)
+        return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no size argument
         return ImageFont.load_default()
 
@@ -197,15 +201,13 @@ def draw_text(image: Tensor, texts: Sequence[tuple[int, int, str]]) -> Tensor:
     if not texts:
         return image
     pil = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    draw, font = ImageDraw.Draw(pil), _font()
+    draw, font = ImageDraw.Draw(pil), load_font(11)
     for x, y, text in texts:
-        draw.text((x, y), _fit(draw, font, text, pil.width - x - PAD), fill=(0, 0, 0), font=font)
+        draw.text((x, y), fit_text(draw, font, text, pil.width - x - PAD), fill=(0, 0, 0), font=font)
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255
 
 
-def _fit(
-    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int
-) -> str:
+def fit_text(draw: ImageDraw.ImageDraw, font: Font, text: str, width: int) -> str:
     """Shorten ``text`` with an ellipsis until it fits ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

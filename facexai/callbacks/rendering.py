@@ -103,7 +103,7 @@ def render_views(
 
 
 def single_captions(outputs: Tensor, view: View, labels: Tensor | None, class_names: Sequence[str] | None) -> list[str]:
-    """ "<class> p=0.91[, label <class>][, pred <class> p=...]" per image, or the target score."""
+    """Captions ``<class> p=0.91[, label <class>][, pred <class> p=...]`` per image, or the target score."""
     if not isinstance(view.target, ClassTarget):
         return [f"score {s:.3f}" for s in view.target(outputs).tolist()]
 
@@ -124,7 +124,7 @@ def single_captions(outputs: Tensor, view: View, labels: Tensor | None, class_na
 
 
 def pair_captions(outputs: Tensor, issame: Tensor | None, view_label: str = "") -> list[str]:
-    """ "genuine | cos=0.83 | e+" per pair (cosine of the two clean embeddings; no view label if empty)."""
+    """Captions ``genuine | cos=0.83 | e+`` per pair (cosine of the clean embeddings; no view label if empty)."""
     n = len(outputs) // 2
     cosine = F.cosine_similarity(outputs[:n], outputs[n:], dim=1).tolist()
     kinds = ["pair"] * n if issame is None else ["genuine" if s else "impostor" for s in issame.tolist()]
@@ -163,12 +163,22 @@ def render_comparison(
     captions = pair_captions(inputs.outputs.detach().float().cpu(), inputs.issame)
     grids = {}
     for suffix, title in VIEW_TITLES.items():
-        maps = {label.rsplit("/", 1)[-1]: (view.maps[:n], view.maps[n:]) for label, label_views in views.items()
-                for view in label_views if view.suffix == suffix}  # fmt: skip
+        maps = {
+            label.rsplit("/", 1)[-1]: (view.maps[:n], view.maps[n:])
+            for label, label_views in views.items()
+            for view in label_views
+            if view.suffix == suffix
+        }
         if maps:
             grids[f"pairs_{suffix}"] = comparison_grid(
-                display[:n], display[n:], maps, captions,
-                None if masks is None else masks[:n], None if masks is None else masks[n:],
-                tile_size, colormap, f"{title}  {subtitle}".rstrip(),
-            )  # fmt: skip
+                display[:n],
+                display[n:],
+                maps,
+                captions,
+                None if masks is None else masks[:n],
+                None if masks is None else masks[n:],
+                tile_size,
+                colormap,
+                f"{title}  {subtitle}".rstrip(),
+            )
     return grids

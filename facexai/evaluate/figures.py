@@ -23,8 +23,10 @@ from facexai.writing import atomic_path
 
 #: pairs shown in the gallery: enough to compare methods, few enough to read at a glance
 GALLERY_PAIRS = 4
-GALLERY_VIEWS = {"pos": ("gallery.png", "e+ what makes A and B match"),
-                 "neg": ("gallery_neg.png", "e- what pushes A and B apart")}  # fmt: skip
+GALLERY_VIEWS = {
+    "pos": ("gallery.png", "e+ what makes A and B match"),
+    "neg": ("gallery_neg.png", "e- what pushes A and B apart"),
+}
 
 
 def safe_name(name: str) -> str:

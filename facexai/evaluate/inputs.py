@@ -97,8 +97,10 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
 def check_sources(args: argparse.Namespace) -> None:
     """Exactly one of ``--config`` and ``--model``, each with the options that belong to it."""
     if args.config and args.model:
-        raise ValueError("--config and --model are mutually exclusive: evaluate a fit config's model "
-                         "(--config [--ckpt_path]) or a pretrained face model file (--model), not both")  # fmt: skip
+        raise ValueError(
+            "--config and --model are mutually exclusive: evaluate a fit config's model "
+            "(--config [--ckpt_path]) or a pretrained face model file (--model), not both"
+        )
     if not args.config and not args.model:
         raise ValueError("give --config (the YAML of a fit run) or --model (a pretrained face model file)")
     if args.config:
@@ -129,9 +131,13 @@ def verification_datamodule(args: argparse.Namespace, image_size: int, batch_siz
         bins = InsightFaceDataModule(val_bins=args.bin, image_size=image_size, batch_size=batch_size, num_workers=0)
         return bins, ", ".join(args.bin)
     pairs = FacePairsDataModule(
-        pairs_files=args.pairs, pairs_root=args.images_root, image_size=image_size,
-        batch_size=batch_size, num_workers=0, augmentation="none",
-    )  # fmt: skip
+        pairs_files=args.pairs,
+        pairs_root=args.images_root,
+        image_size=image_size,
+        batch_size=batch_size,
+        num_workers=0,
+        augmentation="none",
+    )
     return pairs, f"{', '.join(args.pairs)} (images under {args.images_root})"
 
 

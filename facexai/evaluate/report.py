@@ -285,10 +285,18 @@ def write_json(
     rows = []
     for r in results:
         curves = {mode: {view or "score": c.tolist() for view, c in lines.items()} for mode, lines in r.curves.items()}
-        rows.append({
-            "name": r.name, "kind": r.kind, "seconds_per_map": r.seconds_per_map, "maps": r.maps,
-            "values": r.values, "settings": r.settings, "higher_is_better": r.higher_is_better, "curves": curves,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "seconds_per_map": r.seconds_per_map,
+                "maps": r.maps,
+                "values": r.values,
+                "settings": r.settings,
+                "higher_is_better": r.higher_is_better,
+                "curves": curves,
+            }
+        )
     payload = {"settings": asdict(settings), "context": dict(context), "results": rows}
     write_text_atomic(path, json.dumps(finite_or_null(payload), indent=2, allow_nan=False, default=str))
     return path

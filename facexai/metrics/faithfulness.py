@@ -101,89 +101,86 @@ class InsertionAUC(_CurveAUC):
     higher_is_better = True
 
 
-@register_metric("average_drop")
-class AverageDrop(_MeanMetric):
-    """Average Drop in % (Grad-CAM++, Chattopadhay et al., WACV 2018); lower is better.
-
-    ``update(scores, masked_scores)`` with Y = s(x) and O = s(x * E) from ``masked_scores``.
+class _Percent(_MeanMetric):
+    """A percentage over samples of clean vs perturbed scores; subclasses set ``inputs`` and ``update``.
 
     Args:
         score: what the scores are ("probability", "cosine", ...); recorded.
-        form: "ratio" (max(0, Y - O) / Y over samples with Y > 0) or "difference"
-            (max(0, Y - O), for cosine scores of face pairs).
         **kwargs: ``torchmetrics.Metric`` options.
     """
-
-    inputs = KEPT_SCORES
-    higher_is_better = False
-
-    def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._record(_confidence_settings(score, form))
-        self.score, self.form = score, form
-
-    def update(self, scores: Tensor, masked_scores: Tensor) -> None:
-        """Add clean scores Y (N,) and map-kept scores O (N,)."""
-        self._accumulate(*_average_drop_update(scores, masked_scores, self.form))
-
-    def compute(self) -> Tensor:
-        """Percentage over the counted samples (NaN if none counted)."""
-        return percent_compute(self.total, self.count)
-
-
-@register_metric("increase_in_confidence")
-class IncreaseInConfidence(_MeanMetric):
-    """Increase in Confidence in %, share of samples with O > Y (Grad-CAM++); higher is better.
-
-    Args:
-        score: what the scores are; recorded.
-        **kwargs: ``torchmetrics.Metric`` options.
-    """
-
-    inputs = KEPT_SCORES
-    higher_is_better = True
 
     def __init__(self, score: str = "probability", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._record(_confidence_settings(score, None))
         self.score = score
 
+    def compute(self) -> Tensor:
+        """Percentage over the counted samples (NaN if none counted)."""
+        return percent_compute(self.total, self.count)
+
+
+class _FormPercent(_Percent):
+    """A :class:`_Percent` with a ratio or difference form (ratio forms need positive scores).
+
+    Args:
+        score: what the scores are; recorded.
+        form: "ratio" (divide by the clean score Y, over samples with Y > 0) or "difference".
+        **kwargs: ``torchmetrics.Metric`` options.
+    """
+
+    def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
+        super().__init__(score, **kwargs)
+        self._record(_confidence_settings(score, form))
+        self.form = form
+
+
+@register_metric("average_drop")
+class AverageDrop(_FormPercent):
+    """Average Drop in % (Grad-CAM++, Chattopadhay et al., WACV 2018); lower is better.
+
+    ``update(scores, masked_scores)`` with Y = s(x) and O = s(x * E) from ``masked_scores``;
+    ``form="ratio"`` averages max(0, Y - O) / Y over samples with Y > 0, ``"difference"``
+    max(0, Y - O) (cosine scores of face pairs). Arguments as in :class:`_FormPercent`.
+    """
+
+    inputs = KEPT_SCORES
+    higher_is_better = False
+
+    def update(self, scores: Tensor, masked_scores: Tensor) -> None:
+        """Add clean scores Y (N,) and map-kept scores O (N,)."""
+        self._accumulate(*_average_drop_update(scores, masked_scores, self.form))
+
+
+@register_metric("increase_in_confidence")
+class IncreaseInConfidence(_Percent):
+    """Increase in Confidence in %, share of samples with O > Y (Grad-CAM++); higher is better.
+
+    ``update(scores, masked_scores)`` as :class:`AverageDrop`. Arguments as in :class:`_Percent`.
+    """
+
+    inputs = KEPT_SCORES
+    higher_is_better = True
+
     def update(self, scores: Tensor, masked_scores: Tensor) -> None:
         """Add clean scores Y (N,) and map-kept scores O (N,)."""
         self._accumulate(*_increase_update(scores, masked_scores))
 
-    def compute(self) -> Tensor:
-        """Percentage of samples whose score rose (NaN before any update)."""
-        return percent_compute(self.total, self.count)
-
 
 @register_metric("average_drop_in_deletion")
-class AverageDropInDeletion(_MeanMetric):
+class AverageDropInDeletion(_FormPercent):
     """Average Drop in Deletion in % (LIFT-CAM, Jung & Oh, ICCV 2021); higher is better.
 
-    ``update(scores, deleted_scores)`` with Y = s(x) and D = s(x * (1 - E)).
-
-    Args:
-        score: what the scores are; recorded.
-        form: "ratio" ((Y - D) / Y over samples with Y > 0) or "difference" (Y - D).
-        **kwargs: ``torchmetrics.Metric`` options.
+    ``update(scores, deleted_scores)`` with Y = s(x) and D = s(x * (1 - E)); ``form="ratio"``
+    averages (Y - D) / Y over samples with Y > 0, ``"difference"`` Y - D. Arguments as in
+    :class:`_FormPercent`.
     """
 
     inputs = DELETED_SCORES
     higher_is_better = True
 
-    def __init__(self, score: str = "probability", form: str = "ratio", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._record(_confidence_settings(score, form))
-        self.score, self.form = score, form
-
     def update(self, scores: Tensor, deleted_scores: Tensor) -> None:
         """Add clean scores Y (N,) and map-deleted scores D (N,)."""
         self._accumulate(*_drop_in_deletion_update(scores, deleted_scores, self.form))
-
-    def compute(self) -> Tensor:
-        """Percentage over the counted samples (NaN if none counted)."""
-        return percent_compute(self.total, self.count)
 
 
 def _road_settings(percentages: tuple[float, ...], noise_std: float, score: str) -> dict[str, Any]:

@@ -132,9 +132,17 @@ def _maps_and_masks(source: ViewSource, metric: Any) -> UpdateArgs:
 
 def _road(source: ViewSource, metric: Any) -> UpdateArgs:
     curves = road_curves(
-        source.score_fn, source.images, source.maps, source.mean, source.std, metric.percentages,
-        order=metric.order, noise_std=metric.noise_std, chunk_size=source.chunk_size, with_index=True,
-    )  # fmt: skip
+        source.score_fn,
+        source.images,
+        source.maps,
+        source.mean,
+        source.std,
+        metric.percentages,
+        order=metric.order,
+        noise_std=metric.noise_std,
+        chunk_size=source.chunk_size,
+        with_index=True,
+    )
     return (curves,)
 
 

@@ -114,8 +114,11 @@ class MetricSuite:
             inputs.images if whole else inputs.images[keep],
             view.maps if whole else view.maps[keep],
             target_score_fn(model, target, softmax=view.spec.softmax),
-            masks, self.mean, self.std, self.chunk_size,
-        )  # fmt: skip
+            masks,
+            self.mean,
+            self.std,
+            self.chunk_size,
+        )
         metrics = self._candidates(label, view.spec, VIEW_PRODUCERS, inputs.images.device)
         source.plan(metric for _, _, metric in metrics)
         for key, entry, metric in metrics:

@@ -59,9 +59,15 @@ def tuple_loaders(n_train: int = 8, n_val: int = 6, batch_size: int = 3) -> tupl
 def faces(task: str, batch_size: int = 4) -> SyntheticFacesDataModule:
     """Four identities at 32 px; validation yields 8 pairs or 8 images."""
     return SyntheticFacesDataModule(
-        task=task, num_identities=4, images_per_identity=2, num_val_identities=4,
-        val_images_per_identity=2, num_val_pairs=8, image_size=32, batch_size=batch_size,
-    )  # fmt: skip
+        task=task,
+        num_identities=4,
+        images_per_identity=2,
+        num_val_identities=4,
+        val_images_per_identity=2,
+        num_val_pairs=8,
+        image_size=32,
+        batch_size=batch_size,
+    )
 
 
 def verification_module() -> VerificationModule:
@@ -74,19 +80,28 @@ def verification_module() -> VerificationModule:
 def classifier_module() -> ClassifierModule:
     torch.manual_seed(0)
     return ClassifierModule(
-        backbone="iresnet_mini", num_classes=4, class_names=["ann", "bob", "cy", "dee"],
+        backbone="iresnet_mini",
+        num_classes=4,
+        class_names=["ann", "bob", "cy", "dee"],
         backbone_kwargs={"img_size": 32},
-    )  # fmt: skip
+    )
 
 
 def trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
     """A quiet CPU trainer: 2 training batches, 1 validation batch, TensorBoard in tmp_path."""
     options: dict[str, Any] = {
-        "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1,
-        "num_sanity_val_steps": 0, "accelerator": "cpu", "devices": 1,
+        "max_epochs": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "limit_test_batches": 1,
+        "num_sanity_val_steps": 0,
+        "accelerator": "cpu",
+        "devices": 1,
         "logger": TensorBoardLogger(str(tmp_path), name="tb", version=0),
-        "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
-    }  # fmt: skip
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     options.update(kwargs)
     return pl.Trainer(callbacks=callbacks, **options)
 

@@ -145,8 +145,9 @@ def _decoded(acc, tag: str) -> np.ndarray:
 
 def test_callback_logs_comparison_grids_of_all_explainers_with_mask_outlines(tmp_path: Path) -> None:
     datamodule, module = faces("verification"), verification_module()
-    callback = ExplanationCallback(explainers=["gradcam", "liftcam"], metrics=FAST_METRICS, max_samples=3,
-                                   log_curves=False, max_time_share=None)  # fmt: skip
+    callback = ExplanationCallback(
+        explainers=["gradcam", "liftcam"], metrics=FAST_METRICS, max_samples=3, log_curves=False, max_time_share=None
+    )
     run = trainer(tmp_path, [callback])
     run.validate(module, datamodule, verbose=False)
 
@@ -171,7 +172,8 @@ def test_callback_logs_comparison_grids_of_all_explainers_with_mask_outlines(tmp
         outputs = module.backbone.eval()(torch.cat([batch["image_a"][:3], batch["image_b"][:3]]))
         cosine = F.cosine_similarity(outputs[:3], outputs[3:]).tolist()
         captions = [
-            f"{'genuine' if s else 'impostor'} | cos={c:.2f}" for s, c in zip(batch["issame"][:3].tolist(), cosine, strict=False)
+            f"{'genuine' if s else 'impostor'} | cos={c:.2f}"
+            for s, c in zip(batch["issame"][:3].tolist(), cosine, strict=False)
         ]
         expected = comparison_grid(a, b, maps, captions, batch["mask_a"][:3], batch["mask_b"][:3], title=title)
         np.testing.assert_array_equal(logged, expected)
@@ -186,9 +188,17 @@ def test_callback_logs_comparison_grids_of_all_explainers_with_mask_outlines(tmp
 
 def test_tile_size_colormap_and_switching_the_comparison_off(tmp_path: Path) -> None:
     datamodule, module = faces("verification"), verification_module()
-    callback = ExplanationCallback(explainers=["gradcam"], metrics=FAST_METRICS, max_samples=2, tile_size=64,
-                                   colormap="jet", explain_dissimilar=False, log_curves=False,
-                                   max_time_share=None, png_dir=str(tmp_path / "png"))  # fmt: skip
+    callback = ExplanationCallback(
+        explainers=["gradcam"],
+        metrics=FAST_METRICS,
+        max_samples=2,
+        tile_size=64,
+        colormap="jet",
+        explain_dissimilar=False,
+        log_curves=False,
+        max_time_share=None,
+        png_dir=str(tmp_path / "png"),
+    )
     run = trainer(tmp_path, [callback])
     run.validate(module, datamodule, verbose=False)
     acc = events(run.logger.log_dir)
@@ -196,16 +206,28 @@ def test_tile_size_colormap_and_switching_the_comparison_off(tmp_path: Path) -> 
     assert "xai/compare/pairs_neg" not in acc.Tags()["images"]  # no e- maps, no e- comparison
     assert (tmp_path / "png" / "xai_compare_pairs_pos.png").is_file()
 
-    quiet = ExplanationCallback(explainers=["gradcam"], metrics=FAST_METRICS, max_samples=2, log_comparison=False,
-                                log_curves=False, max_time_share=None)  # fmt: skip
+    quiet = ExplanationCallback(
+        explainers=["gradcam"],
+        metrics=FAST_METRICS,
+        max_samples=2,
+        log_comparison=False,
+        log_curves=False,
+        max_time_share=None,
+    )
     run = trainer(tmp_path / "off", [quiet])
     run.validate(module, datamodule, verbose=False)
     tags = set(events(run.logger.log_dir).Tags()["images"])
     assert "xai/gradcam/pairs_pos" in tags
     assert not any("compare" in tag for tag in tags)
 
-    only_compare = ExplanationCallback(explainers=["gradcam"], metrics=FAST_METRICS, max_samples=2,
-                                       log_method_grids=False, log_curves=False, max_time_share=None)  # fmt: skip
+    only_compare = ExplanationCallback(
+        explainers=["gradcam"],
+        metrics=FAST_METRICS,
+        max_samples=2,
+        log_method_grids=False,
+        log_curves=False,
+        max_time_share=None,
+    )
     run = trainer(tmp_path / "compare_only", [only_compare])
     run.validate(module, datamodule, verbose=False)
     assert set(events(run.logger.log_dir).Tags()["images"]) == {"xai/compare/pairs_pos", "xai/compare/pairs_neg"}

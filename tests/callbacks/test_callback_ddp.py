@@ -62,8 +62,12 @@ def _feed(suite: MetricSuite, label: str, name: str, seed: int) -> None:
 
 #: (rank, explainer, metric, seed): rank 1 creates its metrics in another order and has one
 #: explainer rank 0 never ran; only rank 0 counts samples. Epoch 2: rank 1 explains nothing.
-EPOCH_1 = [(0, "gradcam", "deletion_auc", 1), (0, "gradcam", "sparsity", 2),
-           (1, "fame", "deletion_auc", 3), (1, "gradcam", "sparsity", 4)]  # fmt: skip
+EPOCH_1 = [
+    (0, "gradcam", "deletion_auc", 1),
+    (0, "gradcam", "sparsity", 2),
+    (1, "fame", "deletion_auc", 3),
+    (1, "gradcam", "sparsity", 4),
+]
 EPOCH_2 = [(0, "gradcam", "sparsity", 5)]
 
 
@@ -108,8 +112,11 @@ def test_metric_suite_ranks_with_uneven_updates_agree(tmp_path: Path) -> None:
     expected = _uneven_epochs(None)
     # keys in rank order of first appearance: rank 0's, then the one only rank 1 had
     assert list(expected[0][0]) == [
-        "gradcam/deletion_auc_pos", "gradcam/sparsity_pos", "fame/deletion_auc_pos", "samples",
-    ]  # fmt: skip
+        "gradcam/deletion_auc_pos",
+        "gradcam/sparsity_pos",
+        "fame/deletion_auc_pos",
+        "samples",
+    ]
     assert list(expected[1][0]) == ["gradcam/sparsity_pos", "samples"]
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)

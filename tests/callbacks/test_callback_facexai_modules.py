@@ -105,8 +105,13 @@ CHEAP_OPTIONS = {"fame": {"iterations": 2}, "corrrise": {"n_masks": 8, "patch_si
 
 def test_every_registered_explainer_runs_on_face_pairs_in_the_callback(tmp_path: Path) -> None:
     names = available_explainers()
-    callback = ExplanationCallback(explainers={n: CHEAP_OPTIONS.get(n, {}) for n in names}, metrics=FAST_METRICS,
-                                   max_samples=2, log_curves=False, max_time_share=None)  # fmt: skip
+    callback = ExplanationCallback(
+        explainers={n: CHEAP_OPTIONS.get(n, {}) for n in names},
+        metrics=FAST_METRICS,
+        max_samples=2,
+        log_curves=False,
+        max_time_share=None,
+    )
     run = trainer(tmp_path, [callback])
     run.validate(verification_module(), faces("verification"), verbose=False)
     images = set(events(run.logger.log_dir).Tags()["images"])

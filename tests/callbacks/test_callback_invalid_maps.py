@@ -66,8 +66,9 @@ class NaNForSample(Explainer):
 
 def test_a_nan_map_warns_with_method_and_sample_and_validation_goes_on(tmp_path: Path) -> None:
     _, val = tuple_loaders(n_val=3, batch_size=3)
-    callback = ExplanationCallback(explainers=[NaNForSample(1)], metrics=FAST_METRICS, max_time_share=None,
-                                   png_dir=str(tmp_path / "png"))  # fmt: skip
+    callback = ExplanationCallback(
+        explainers=[NaNForSample(1)], metrics=FAST_METRICS, max_time_share=None, png_dir=str(tmp_path / "png")
+    )
     run = trainer(tmp_path, [callback])
     with pytest.warns(InvalidMapWarning, match=r"broken.*NaN or Inf.*samples \[1\].*left out of the metrics"):
         run.validate(PlainClassifier(), val, verbose=False)

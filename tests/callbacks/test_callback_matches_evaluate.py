@@ -36,8 +36,14 @@ SAMPLES = 4  # pairs or images: one batch of the validation loader
 @pytest.mark.parametrize("task", ["verification", "classification"])
 def test_callback_and_evaluate_give_identical_values(tmp_path: Path, task: str) -> None:
     module = verification_module() if task == "verification" else classifier_module()
-    callback = ExplanationCallback(explainers=EXPLAINERS, metrics=METRICS, max_samples=SAMPLES, log_images=False,
-                                   log_curves=False, max_time_share=None)  # fmt: skip
+    callback = ExplanationCallback(
+        explainers=EXPLAINERS,
+        metrics=METRICS,
+        max_samples=SAMPLES,
+        log_images=False,
+        log_curves=False,
+        max_time_share=None,
+    )
     run = trainer(tmp_path, [callback], logger=False)
     run.validate(module, faces(task, batch_size=SAMPLES), verbose=False)
     logged = {

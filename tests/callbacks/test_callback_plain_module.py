@@ -16,8 +16,9 @@ def test_validate_then_fit_with_tuple_batches_smaller_than_max_samples(tmp_path:
     train, val = tuple_loaders(batch_size=3)
     module = PlainClassifier()
     explainers = {"gradcam": {}, "gradcam_l2": {"method": "gradcam", "target_layer": "layer2"}}
-    callback = ExplanationCallback(explainers=explainers, metrics=FAST_METRICS, target_layer="layer3",
-                                   max_samples=8, max_time_share=None)  # fmt: skip
+    callback = ExplanationCallback(
+        explainers=explainers, metrics=FAST_METRICS, target_layer="layer3", max_samples=8, max_time_share=None
+    )
     assert callback.explainers["gradcam"].target_layer == "layer3"  # the callback default ...
     assert callback.explainers["gradcam_l2"].target_layer == "layer2"  # ... never overrides an option
     run = trainer(tmp_path, [callback], num_sanity_val_steps=1)  # the sanity check logs nothing
@@ -56,10 +57,15 @@ def test_autocast_around_the_run_does_not_change_maps_or_scores(tmp_path: Path) 
 
 def test_warns_once_about_time_share_and_about_missing_masks(tmp_path: Path) -> None:
     _, val = tuple_loaders(n_val=6, batch_size=3)
-    callback = ExplanationCallback(metrics=["deletion_auc", "pointing_game"], target_layer="layer3", batches_per_epoch=2,
-                                   log_images=False, max_time_share=1e-9)  # fmt: skip
+    callback = ExplanationCallback(
+        metrics=["deletion_auc", "pointing_game"],
+        target_layer="layer3",
+        batches_per_epoch=2,
+        log_images=False,
+        max_time_share=1e-9,
+    )
     run = trainer(tmp_path, [callback], logger=False, limit_val_batches=2)
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(UserWarning, match="max_time_share=") as record:
         run.validate(PlainClassifier(), val, verbose=False)
     assert run.callback_metrics["val/xai/samples"] == 6  # batches_per_epoch=2 batches of 3
     messages = [str(w.message) for w in record]
