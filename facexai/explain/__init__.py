@@ -1,8 +1,15 @@
 """Explainers: FAME, FG-CAM, LIFT-CAM and the Grad-CAM-family and CorrRISE baselines.
 
->>> from facexai.explain import create_explainer, ClassTarget
+Each method is described in docs/methods.md and its caveats in docs/explainers.md.
+
+>>> import torch
+>>> from torchvision.models import resnet18
+>>> from facexai.explain import ClassTarget, create_explainer
+>>> model, images = resnet18(num_classes=10), torch.randn(2, 3, 64, 64)
 >>> explainer = create_explainer("gradcam", target_layer="layer4")
->>> maps = explainer(model, images, ClassTarget(labels))  # (N, H, W) in [0, 1]
+>>> maps = explainer(model, images, ClassTarget([3, 7]))  # (N, H, W) in [0, 1]
+>>> tuple(maps.shape), bool(maps.min() >= 0 and maps.max() <= 1)
+((2, 64, 64), True)
 """
 
 from facexai.explain.base import EmptyMapWarning, Explainer, postprocess

@@ -2,10 +2,11 @@
 
 Every explainer holds options only (no model reference), so it can be built from YAML before the
 model exists. ``__call__`` wraps the method-specific :meth:`Explainer.explain` in the guarantees
-DESIGN.md fixes: eval mode during the call with every module's flag restored afterwards, gradients
-enabled even under ``torch.no_grad()``/``torch.inference_mode()`` (Lightning validates under
-both), float32 even inside an autocast region, float32 inputs and outputs for bf16/fp16 models
-(:func:`float32_interface`), and the shared ReLU -> upsample -> min-max post-processing.
+docs/design.md ("Core contracts") fixes: eval mode during the call with every module's flag
+restored afterwards, gradients enabled even under ``torch.no_grad()``/``torch.inference_mode()``
+(Lightning validates under both), float32 even inside an autocast region, float32 inputs and
+outputs for bf16/fp16 models (:func:`float32_interface`), and the shared ReLU -> upsample ->
+min-max post-processing.
 """
 
 from __future__ import annotations
@@ -157,10 +158,9 @@ def check_images(images: Any) -> None:
         raise ValueError("images contain NaN or Inf values")
 
 
-def check_positive(name: str, value: float | int, integer: bool = False) -> None:
+def check_positive(name: str, value: object, integer: bool = False) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``value`` is a positive (integer) number."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         kind = "an integer" if integer else "a number"
         raise TypeError(f"{name} must be {kind}, got {value!r}")
     if not math.isfinite(value) or value <= 0:

@@ -85,6 +85,7 @@ class CorrRISE(Explainer):
         self.batch_size = batch_size
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """Per-pixel Spearman correlations (N, H, W) of the keep-masks with the scores."""
         keep = self.masks(images.shape[-2], images.shape[-1], images.device)
         with torch.no_grad():
             scores = self._scores(model, images, target, keep)

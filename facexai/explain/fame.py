@@ -16,7 +16,7 @@ run exactly ``iterations`` steps.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Final, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ from facexai.explain.targets import Target
 LUMA = (0.2989, 0.587, 0.114)
 #: the paper's blur (arXiv 2605.12017): kernel 49, sigma 7.7 px on 112 px ArcFace crops
 PAPER_SIDE, PAPER_KERNEL, PAPER_SIGMA = 112, 49, 7.7
-AUTO = "auto"
+AUTO: Final = "auto"
 
 
 @register_explainer("fame")
@@ -105,6 +105,7 @@ class FAME(Explainer):
         return self._last_iterations
 
     def explain(self, model: nn.Module, images: Tensor, target: Target) -> Tensor:
+        """The blurred gray-level change (N, H, W) of a LOTS descent of the target's score."""
         adversarial, steps = fame_perturb(model, images, target, self.iterations, self.step_size, self.epsilon)
         self._last_iterations = steps
         return fame_map(images, adversarial, *self.blur_parameters(images.shape[-2:]))
@@ -262,18 +263,18 @@ def check_epsilon(epsilon: object) -> None:
 
 def check_sigma(blur_sigma: object) -> None:
     """Raise unless ``blur_sigma`` is a positive number (``"auto"`` is checked by the caller)."""
-    if isinstance(blur_sigma, str):
-        raise ValueError(f"blur_sigma must be a positive number or 'auto', got {blur_sigma!r}")
-    check_positive("blur_sigma", blur_sigma)  # type: ignore[arg-type]
+    if isinstance(blur_sigma, str):  # a misspelled "auto" is a wrong value of an accepted type
+        raise ValueError(f"blur_sigma must be a positive number or 'auto', got {blur_sigma!r}")  # noqa: TRY004
+    check_positive("blur_sigma", blur_sigma)
 
 
 def check_kernel(blur_kernel: object) -> None:
     """Raise unless ``blur_kernel`` is an odd positive integer (``"auto"`` is checked by the caller)."""
-    if isinstance(blur_kernel, str):
-        raise ValueError(f"blur_kernel must be an odd positive integer or 'auto', got {blur_kernel!r}")
-    check_positive("blur_kernel", blur_kernel, integer=True)  # type: ignore[arg-type]
-    if blur_kernel % 2 == 0:  # type: ignore[operator]
+    if isinstance(blur_kernel, str):  # a misspelled "auto" is a wrong value of an accepted type
+        raise ValueError(f"blur_kernel must be an odd positive integer or 'auto', got {blur_kernel!r}")  # noqa: TRY004
+    check_positive("blur_kernel", blur_kernel, integer=True)
+    if isinstance(blur_kernel, int) and blur_kernel % 2 == 0:  # an int once check_positive passed
         raise ValueError(
             f"blur_kernel must be odd (the Gaussian is centred on a pixel), got {blur_kernel!r}; "
-            f"use {blur_kernel + 1} or {blur_kernel - 1}"  # type: ignore[operator]
+            f"use {blur_kernel + 1} or {blur_kernel - 1}"
         )

@@ -197,6 +197,7 @@ def denoise_components(components: Tensor, fraction: float = DENOISE_FRACTION) -
 
     Args:
         components: (N, C, h, w).
+        fraction: share of the h * w possible singular triplets that is kept.
 
     Returns:
         The denoised components, same shape.

@@ -7,6 +7,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,15 +85,16 @@ def _search_last_feature_layer(model: nn.Module, images: Tensor) -> str:
 
 
 class _LaterFeatureMaps(TorchFunctionMode):
-    """Records functions of the model's own ``forward`` that produce a spatial 4-D map after
-    the last module with such an output finished.
+    """Records the functions that produce a spatial 4-D map outside every sub-module.
 
-    A converted ONNX graph (``torch.fx.GraphModule``) computes residual additions as
-    ``operator.add`` calls in its own ``forward``, not in modules; if its last feature map is
-    such a call, no module holds it and the last module with a 4-D output lies *before* it
-    (the native network's block module would have included the addition). This is detected by
-    structure (what runs outside every sub-module), not by layer names, so it holds for any
-    model; functions inside sub-modules (a block's ``out + identity``) are covered by them.
+    Functions of the model's own ``forward`` that run after the last module with such an output
+    finished are what this catches. A converted ONNX graph (``torch.fx.GraphModule``) computes
+    residual additions as ``operator.add`` calls in its own ``forward``, not in modules; if its
+    last feature map is such a call, no module holds it and the last module with a 4-D output
+    lies *before* it (the native network's block module would have included the addition). This
+    is detected by structure (what runs outside every sub-module), not by layer names, so it
+    holds for any model; functions inside sub-modules (a block's ``out + identity``) are covered
+    by them.
     """
 
     def __init__(self) -> None:
@@ -104,7 +106,13 @@ class _LaterFeatureMaps(TorchFunctionMode):
         """Forward pre-hook: one more sub-module running."""
         self.depth += 1
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         output = func(*args, **(kwargs or {}))
         if self.depth == 0 and isinstance(output, Tensor) and output.dim() == 4:
             if output.shape[-2:].numel() > 1:

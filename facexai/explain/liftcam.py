@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -194,10 +194,12 @@ def _attach_rule(module: nn.Module, max_rule: bool, rows: int, active: Callable[
 
     def pre_hook(mod: nn.Module, args: tuple) -> tuple | None:
         x = args[0] if len(args) == 1 and isinstance(args[0], Tensor) else None
-        use = x is not None and x.dim() > 0 and x.shape[0] == rows and active()
-        saved.append(x if use else None)
+        if x is None or x.dim() == 0 or x.shape[0] != rows or not active():
+            saved.append(None)
+            return None
+        saved.append(x)
         # the module works on a copy: an in-place activation must not overwrite the saved input
-        return (x.clone(),) if use else None
+        return (x.clone(),)
 
     def hook(mod: nn.Module, args: tuple, output: object) -> Tensor | None:
         x = saved.pop()
@@ -214,15 +216,13 @@ class _Rule(torch.autograd.Function):
     """Identity on the module's output whose backward applies a DeepLIFT rule to the input."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, x: Tensor, y: Tensor, module: nn.Module, max_rule: bool
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, y: Tensor, module: nn.Module, max_rule: bool) -> Tensor:
         ctx.save_for_backward(x.detach(), y)
         ctx.module, ctx.max_rule = module, max_rule
         return y.clone()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         x, y = ctx.saved_tensors
         return _rule_multipliers(ctx.module, x, y, grad, ctx.max_rule), None, None, None
 

@@ -14,8 +14,9 @@ def pair_targets(
 ) -> tuple[Tensor, SimilarityTarget]:
     """Stack a pair batch as [A; B] with the target "A against B's embedding, B against A's".
 
-    Embeddings are computed once, in eval mode and without gradient, so the partner is frozen
-    as METHODS.md requires; every module's own training flag is restored afterwards.
+    Embeddings are computed once, in eval mode and without gradient, so the partner is frozen as
+    docs/methods.md describes ("Face pairs"); every module's own training flag is restored
+    afterwards.
     """
     check_images(images_a)
     check_images(images_b)

@@ -61,6 +61,7 @@ class ClassTarget(Target):
         self.labels = labels.long().clone()
 
     def __call__(self, output: Tensor) -> Tensor:
+        """The logit of each sample's class (N,); labels outside the logits are an error."""
         if output.dim() != 2:
             raise ValueError(f"ClassTarget needs logits of shape (N, K), got {tuple(output.shape)}")
         n_classes = output.shape[1]
@@ -75,9 +76,11 @@ class ClassTarget(Target):
         return len(self.labels)
 
     def select(self, index: Tensor) -> ClassTarget:
+        """The labels of the samples in ``index``."""
         return ClassTarget(self.labels[index.to(self.labels.device)])
 
     def to(self, device: torch.device) -> ClassTarget:
+        """The labels on ``device``."""
         return ClassTarget(self.labels.to(device))
 
     def __repr__(self) -> str:
@@ -108,6 +111,7 @@ class SimilarityTarget(Target):
         self.mode = mode
 
     def __call__(self, output: Tensor) -> Tensor:
+        """cos(output, reference) (N,), or 1 - cos in "dissimilar" mode."""
         if output.dim() != 2 or output.shape[1] != self.reference.shape[1]:
             raise ValueError(
                 f"SimilarityTarget reference has dimension {self.reference.shape[1]} but the model "
@@ -120,9 +124,11 @@ class SimilarityTarget(Target):
         return len(self.reference)
 
     def select(self, index: Tensor) -> SimilarityTarget:
+        """The partner embeddings of the samples in ``index``, same mode."""
         return SimilarityTarget(self.reference[index.to(self.reference.device)], self.mode)
 
     def to(self, device: torch.device) -> SimilarityTarget:
+        """The partner embeddings on ``device``, same mode."""
         return SimilarityTarget(self.reference.to(device), self.mode)
 
     def __repr__(self) -> str:

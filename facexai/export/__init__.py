@@ -1,8 +1,20 @@
 """ONNX export (plain and explained), parity checks, metadata and the torch-free audit.
 
->>> from facexai.export import to_onnx
->>> to_onnx(module, "face.onnx", input_size=112)                     # insightface layout
->>> to_onnx(module, "face_gradcam.onnx", explainer="gradcam")        # (images, target) -> map
+A facexai ``VerificationModule`` or ``ClassifierModule`` brings its task and input size; any
+other network names its task:
+
+>>> import tempfile, torch
+>>> from torch import nn
+>>> from facexai.export import read_metadata, to_onnx
+>>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 8))
+>>> folder = tempfile.TemporaryDirectory()
+>>> path = to_onnx(net, f"{folder.name}/face.onnx", 32, task="verification")  # insightface layout
+>>> read_metadata(path).output_names
+('embedding',)
+>>> path = to_onnx(net, f"{folder.name}/face_gradcam.onnx", 32, "gradcam", task="verification")
+>>> read_metadata(path).input_names, read_metadata(path).output_names  # (images, target) -> map
+(('images', 'target'), ('output', 'map', 'similarity'))
+>>> folder.cleanup()
 
 Attributes are imported lazily (PEP 562): :mod:`facexai.export.audit` and
 :mod:`facexai.export.metadata` must stay importable without torch, so this package's

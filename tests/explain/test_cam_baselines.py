@@ -66,7 +66,7 @@ def activations_and_gradients(model, layer, images, score):
 
 
 def finish(cam: torch.Tensor, size) -> torch.Tensor:
-    """ReLU, bilinear upsampling, min-max: DESIGN.md's post-processing, written out."""
+    """ReLU, bilinear upsampling, min-max: the post-processing of docs/design.md, written out."""
     cam = F.interpolate(torch.relu(cam)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     low, high = cam.amin(dim=(1, 2), keepdim=True), cam.amax(dim=(1, 2), keepdim=True)
     return ((cam - low) / (high - low)).float()

@@ -1,4 +1,4 @@
-"""The explainer contract of DESIGN.md, checked for every registered explainer.
+"""The explainer contract of docs/design.md, checked for every registered explainer.
 
 Parametrised over ``available_explainers()``, so a method file that registers itself is covered
 without touching this file; ``OPTIONS`` only makes the expensive ones cheap.

@@ -93,7 +93,7 @@ def numpy_fame_map(delta: np.ndarray, kernel: int, sigma: float) -> np.ndarray:
 
 
 def loop_fame(model, images, score, iterations, kernel=49, sigma=7.7) -> torch.Tensor:
-    """A straightforward FAME: one sample at a time, gray first then subtract, as METHODS.md."""
+    """A straightforward FAME: one sample at a time, gray first then subtract, as docs/methods.md (FAME)."""
     maps = []
     for i in range(len(images)):
         x0 = images[i : i + 1]
