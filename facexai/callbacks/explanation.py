@@ -25,8 +25,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from facexai.callbacks.config import tag_label
-from facexai.callbacks.overlays import check_colormap, curves_figure, make_denormaliser, save_grid
+from facexai.callbacks.config import channel_stats, check_labels, check_options, png_name, set_of, tag_label
+from facexai.callbacks.overlays import curves_figure, make_denormaliser, save_grid
 from facexai.callbacks.rendering import add_picture, render_comparison, render_views, tensorboard_writers
 from facexai.explain import Explainer
 from facexai.metrics.inputs import MAPS_AND_MASKS
@@ -140,7 +140,7 @@ class ExplanationCallback(pl.Callback):
         png_dir: str | None = None,
     ) -> None:
         super().__init__()
-        _check_options(
+        check_options(
             every_n_epochs=every_n_epochs,
             max_samples=max_samples,
             batches_per_epoch=batches_per_epoch,
@@ -149,14 +149,14 @@ class ExplanationCallback(pl.Callback):
             max_time_share=max_time_share,
         )
         self.explainers = build_explainers(explainers, target_layer)
-        _check_labels(self.explainers)
+        check_labels(self.explainers)
         self.adapter = BatchAdapter(
             model_attr, image_key, label_key, pair_keys, issame_key, mask_key, pair_mask_keys, target
         )
         self.explicit_metrics = metrics is not None
         self.denormalise = make_denormaliser(mean, std)
         specs = parse_metric_specs(DEFAULT_METRICS if metrics is None else metrics, OWNER, dataset_level=False)
-        self.suite = MetricSuite(specs, *_channel_stats(mean, std), owner=OWNER)
+        self.suite = MetricSuite(specs, *channel_stats(mean, std), owner=OWNER)
         self.every_n_epochs, self.max_samples, self.batches_per_epoch = every_n_epochs, max_samples, batches_per_epoch
         self.explain_dissimilar, self.class_names = explain_dissimilar, class_names
         self.explain_all_sets = explain_all_sets
@@ -342,7 +342,7 @@ class ExplanationCallback(pl.Callback):
             for kind, grid in grids.items():
                 self._write_grid(trainer, f"{prefix}xai/{tag_label(label)}/{kind}", grid)
         if self.log_comparison and len(views) > 0:
-            compare = f"{prefix}xai/{_set_of(next(iter(views)))}compare"
+            compare = f"{prefix}xai/{set_of(next(iter(views)))}compare"
             for kind, picture in render_comparison(
                 inputs, views, self.denormalise, self.colormap, self.tile_size, when
             ).items():
@@ -358,7 +358,7 @@ class ExplanationCallback(pl.Callback):
             add_picture(writer, tag, picture, trainer.global_step)
         self.last_grids[tag] = grid
         if self.png_dir is not None:
-            save_grid(picture, Path(self.png_dir) / _png_name(tag))  # already uint8: no second conversion
+            save_grid(picture, Path(self.png_dir) / png_name(tag))  # already uint8: no second conversion
 
     def _log_epoch_figures(
         self, trainer: pl.Trainer, curves: dict[str, dict[str, dict[str, Tensor]]], prefix: str
@@ -398,54 +398,9 @@ class ExplanationCallback(pl.Callback):
 
     def save_grids(self, directory: str | Path) -> list[Path]:
         """Save the last logged grids as PNGs in ``directory`` (e.g. for ``docs/``)."""
-        return [save_grid(grid, Path(directory) / _png_name(tag)) for tag, grid in self.last_grids.items()]
-
-
-#: explainer labels that would collide with the comparison grids' tags
-RESERVED_LABELS = ("compare",)
-
-
-def _check_options(colormap: str, max_time_share: float | None, **counts: int) -> None:
-    """Raise ``ValueError`` for option values that would only fail (or misbehave) mid-training."""
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    check_colormap(colormap)
-    if max_time_share is not None and not max_time_share > 0:
-        raise ValueError(f"max_time_share must be positive or None, got {max_time_share!r}")
-
-
-def _check_labels(explainers: Mapping[str, Explainer]) -> None:
-    """Raise ``ValueError`` for a label whose tags would overwrite the comparison grids."""
-    for label in explainers:
-        if label in RESERVED_LABELS:
-            raise ValueError(
-                f"explainer label {label!r} is reserved for the comparison grids (xai/{label}/...); "
-                "give the entry another label and name its method, e.g. {'gradcam_2': {'method': 'gradcam'}}"
-            )
+        return [save_grid(grid, Path(directory) / png_name(tag)) for tag, grid in self.last_grids.items()]
 
 
 def _stage(trainer: pl.Trainer) -> str:
     """The stage a batch belongs to: "test" in ``trainer.test``, else "val" (fit and validate)."""
     return "test" if trainer.testing else "val"
-
-
-def _set_of(label: str) -> str:
-    """``"lfw/"`` of ``"lfw/gradcam"`` (labels carry the validation set when all are explained), else ``""``."""
-    return label.rsplit("/", 1)[0] + "/" if "/" in label else ""
-
-
-def _png_name(tag: str) -> str:
-    return f"{tag.replace('/', '_')}.png"
-
-
-def _channel_stats(
-    mean: float | list[float] | None, std: float | list[float] | None
-) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std lists (ROAD imputes in pixel space); None is facexai's 0.5."""
-
-    def expand(value: float | list[float] | None) -> list[float]:
-        values = [0.5] if value is None else ([float(value)] if isinstance(value, (int, float)) else list(value))
-        return values * 3 if len(values) == 1 else values
-
-    return expand(mean), expand(std)
