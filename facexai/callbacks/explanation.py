@@ -67,8 +67,9 @@ class ExplanationCallback(pl.Callback):
         explainers: names (``["gradcam", "liftcam"]``), ``name -> options``
             (``{"gradcam": {}, "fame": {"iterations": 20}}``; ``method`` in the options runs one
             method under another label) or Explainer instances. Default: Grad-CAM.
-        metrics: names from ``facexai.metrics.available_metrics()`` or ``name -> options``
-            (``{"deletion_auc": {"steps": 20}}``). Default: deletion and insertion AUC, plus the
+        metrics: names from ``facexai.callbacks.callback_metrics()`` or ``name -> options``
+            (``{"deletion_auc": {"steps": 20}}``); the score and the Average Drop form follow
+            the view (``docs/tensorboard.md``). Default: deletion and insertion AUC, plus the
             energy pointing game on batches that carry masks.
         every_n_epochs: explain in epochs 0, n, 2n, ... of ``fit``; ``validate``/``test`` always.
         max_samples: images (classifiers) or pairs (faces) explained per batch.
