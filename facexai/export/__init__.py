@@ -36,7 +36,7 @@ _LAZY = {
     "read_metadata": "facexai.export.metadata",
     "run_audit": "facexai.export.audit",
     "AuditOptions": "facexai.export.audit",
-    "InputOverrides": "facexai.export.audit_model",
+    "InputOverrides": "facexai.export.audit_input",
     "CorrRiseOptions": "facexai.export.corrrise_np",
     "export_main": "facexai.export.cli",
     "audit_main": "facexai.export.cli",

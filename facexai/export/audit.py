@@ -27,7 +27,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from facexai.export import audit_metrics as am
-from facexai.export.audit_model import InputOverrides, OnnxFaceModel, cosine
+from facexai.export.audit_input import InputOverrides
+from facexai.export.audit_model import OnnxFaceModel, cosine
 from facexai.export.audit_report import overlay, write_report
 from facexai.export.corrrise_np import CorrRiseOptions, corrrise_maps, fitted_patch
 from facexai.export.pairs import Pair, load_image, read_pairs
@@ -82,6 +83,11 @@ def run_audit(
     ``out`` that is, or lies inside, one of the inputs is refused.
 
     Args:
+        onnx_path: the face-embedding graph (a facexai export or any third-party one).
+        pairs_file: LFW-style pairs or ``path_a path_b 0|1`` lines (see docs/audit.md).
+        images_root: the folder the pairs' image paths are relative to.
+        out: the report folder to create.
+        options: batch size, curves, shown pairs and CorrRISE maps (defaults: :class:`AuditOptions`).
         overrides: input size / mean / std / channel order from the command line.
 
     Returns:
@@ -219,7 +225,10 @@ def _batch_maps(
     if model.explained:
         return np.ones(n, bool), model.explain(inputs, partners)[0]
     maps = np.zeros((2 * n, *inputs.shape[-2:]), np.float32)
-    mapped = np.array([options.corrrise is not None and start + i < options.map_pairs for i in range(n)])
+    corrrise = options.corrrise
+    if corrrise is None:  # --no-maps
+        return np.zeros(n, bool), maps
+    mapped = np.array([start + i < options.map_pairs for i in range(n)])
     if not mapped.any():
         return mapped, maps
     keep = np.flatnonzero(mapped)
@@ -230,7 +239,7 @@ def _batch_maps(
         # the similar-mode score of explain_pairs: cosine to the partner's clean embedding
         return cosine(model.embed(masked), targets[sample])
 
-    maps[rows] = corrrise_maps(score, inputs[rows], options.corrrise, fill=model.baseline)
+    maps[rows] = corrrise_maps(score, inputs[rows], corrrise, fill=model.baseline)
     return mapped, maps
 
 

@@ -10,82 +10,29 @@ Two kinds of files are accepted:
 
 Everything that would silently produce wrong numbers is refused before anything is written: an
 input that is not an image batch, an output that is not (N, D), a size that disagrees with the
-graph, a zero std, and graphs onnxruntime cannot load or run (checked with a probe batch).
+graph, a zero std, and graphs onnxruntime cannot load or run (checked with a probe batch). How
+pixels are fed (size, normalisation, channel order) is resolved in :mod:`facexai.export.audit_input`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from facexai.export.audit_input import DEFAULT_MEAN, DEFAULT_STD, InputOverrides, resolve_spec
+from facexai.export.errors import AuditModelError
 from facexai.export.insightface import file_normalisation
 from facexai.export.metadata import PREFIX, ExportMetadata, MetadataError, first_line, session_props
 
-#: the insightface ArcFace convention for models without facexai metadata
-DEFAULT_MEAN = 127.5
-DEFAULT_STD = 127.5
-DEFAULT_SIZE = 112
-#: sane input sides: below, faces carry no identity; above, the audit's batches blow up memory
-MIN_SIZE, MAX_SIZE = 16, 1024
-CHANNEL_ORDERS = ("RGB", "BGR")
+__all__ = ["AuditModelError", "InputOverrides", "OnnxFaceModel", "cosine"]
+
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 #: onnxruntime log level "error": hides the warning that arcface_torch's exports trigger on every
 #: batch (their output is declared with batch 1 while the input batch is dynamic)
 ORT_LOG_ERROR = 3
-
-
-class AuditModelError(ValueError):
-    """The ONNX file cannot be audited as given: unloadable or failing in onnxruntime, not a face
-    embedding graph, facexai metadata that is malformed or contradicts the graph, or flags that
-    would feed it wrongly. One line naming the file and the problem.
-    """
-
-
-@dataclass(frozen=True)
-class InputOverrides:
-    """What the command line says about the input; ``None`` keeps the file's (or the convention's) value.
-
-    ``mean`` and ``std`` hold one value or one per graph input channel, in ``channel_order``.
-    """
-
-    input_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    channel_order: str | None = None
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How uint8 RGB pixels become the graph input: reorder, then (pixel - mean) / std per channel.
-
-    Attributes:
-        size: square side fed to the graph.
-        mean: per graph channel (in ``channel_order``).
-        std: per graph channel.
-        channel_order: "RGB" or "BGR".
-        baseline: graph-input value of a removed pixel (the mean colour; 0 after normalisation).
-        source: where the values came from, for the report.
-    """
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    channel_order: str
-    baseline: float
-    source: str
-
-    def to_input(self, pixels: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-        """uint8 RGB (N, H, W, 3) -> graph input (N, 3, H, W)."""
-        x = pixels.astype(np.float32)
-        if self.channel_order == "BGR":
-            x = x[..., ::-1]
-        x = (x - np.array(self.mean, np.float32)) / np.array(self.std, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(dtype))
 
 
 class OnnxFaceModel:
@@ -121,7 +68,11 @@ class OnnxFaceModel:
     @property
     def explained(self) -> bool:
         """Whether the graph itself returns explanation maps (a facexai explained export)."""
-        return self.meta is not None and self.meta.explained
+        return self._explained_meta() is not None
+
+    def _explained_meta(self) -> ExportMetadata | None:
+        """The metadata of a facexai explained export; ``None`` for graphs without an explainer."""
+        return self.meta if self.meta is not None and self.meta.explained else None
 
     @property
     def baseline(self) -> float:
@@ -135,14 +86,18 @@ class OnnxFaceModel:
     def embed(self, inputs: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) float32; explained graphs get a zero target and only the output is kept."""
         feeds = {self.input_name: inputs}
-        if self.explained:
-            feeds[self.meta.input_names[1]] = np.zeros((len(inputs), self.embedding_size), np.float32)
+        meta = self._explained_meta()
+        if meta is not None:
+            feeds[meta.input_names[1]] = np.zeros((len(inputs), self.embedding_size), np.float32)
         return self._run([self.output_name], feeds)[0].astype(np.float32)
 
     def explain(self, inputs: np.ndarray, partners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Maps (N, H, W) of each image against its partner embedding, and the similarities (N,)."""
-        images, target = self.meta.input_names
-        outputs = list(self.meta.output_names[1:3])  # (output, map, similarity)
+        meta = self._explained_meta()
+        if meta is None:
+            raise AuditModelError(f"{self.path} has no explainer inside; its maps come from CorrRISE")
+        images, target = meta.input_names
+        outputs = list(meta.output_names[1:3])  # (output, map, similarity)
         maps, similarity = self._run(outputs, {images: inputs, target: partners.astype(np.float32)})
         return maps, similarity
 
@@ -187,8 +142,9 @@ class OnnxFaceModel:
         """Run a zero batch of two: catches graphs that load but cannot run; returns D."""
         inputs = np.zeros((2, 3, self.spec.size, self.spec.size), self.dtype)
         feeds = {self.input_name: inputs}
-        if self.explained:  # embedding_size: required by the metadata reader, checked against the graph
-            feeds[self.meta.input_names[1]] = np.zeros((2, self.meta.embedding_size), np.float32)
+        meta = self._explained_meta()
+        if meta is not None:  # embedding_size: required by the metadata reader, checked against the graph
+            feeds[meta.input_names[1]] = np.zeros((2, meta.output_width()), np.float32)
         output = self._run([self.output_name], feeds)[0]
         if output.ndim != 2 or output.shape[0] != 2:
             raise AuditModelError(
@@ -318,97 +274,3 @@ def _check_widths(meta: ExportMetadata, values: list[Any], path: Path) -> None:
                 f"{path} has facexai.embedding_size={meta.embedding_size} but its graph's {value.name!r} is "
                 f"{width} wide"
             )
-
-
-def resolve_spec(
-    meta: ExportMetadata | None,
-    overrides: InputOverrides,
-    declared: int | None,
-    path: Path,
-    convention: tuple[float, float] = (DEFAULT_MEAN, DEFAULT_STD),
-) -> InputSpec:
-    """Combine the metadata (or the insightface convention), the flags and the graph's side.
-
-    ``convention`` is the (mean, std) insightface reads off a third-party graph
-    (:func:`facexai.export.insightface.insightface_normalisation`: raw pixels for graphs that
-    normalise themselves), so the audit feeds a file exactly as ``load_face_model`` does.
-
-    Raises:
-        AuditModelError: a size outside 16..1024 or different from the graph's, a bad mean/std
-            or channel order, or a flag contradicting facexai metadata.
-    """
-    _check_overrides(overrides)
-    if meta is not None:
-        spec = _facexai_spec(meta, overrides, path)
-    else:
-        spec = _convention_spec(overrides, declared, convention)
-    if declared is not None and spec.size != declared:
-        if meta is not None and overrides.input_size is None:  # the metadata lies about the graph
-            raise AuditModelError(
-                f"{path} has facexai.input_size={spec.size}, but its graph takes {declared}x{declared} images"
-            )
-        raise AuditModelError(
-            f"input size {spec.size} does not match {path}, whose graph takes {declared}x{declared} images"
-        )
-    return spec
-
-
-def _check_overrides(overrides: InputOverrides) -> None:
-    size = overrides.input_size
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE):
-        raise AuditModelError(f"input size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got {size!r}")
-    for name in ("mean", "std"):
-        values = getattr(overrides, name)
-        if values is None:
-            continue
-        if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
-            raise AuditModelError(f"{name} must be one finite number or three (one per channel), got {list(values)}")
-    if overrides.std is not None and any(v == 0 for v in overrides.std):
-        raise AuditModelError(f"std must be nonzero (inputs are divided by it), got {list(overrides.std)}")
-    if overrides.channel_order is not None and overrides.channel_order not in CHANNEL_ORDERS:
-        raise AuditModelError(f"channel order must be RGB or BGR, got {overrides.channel_order!r}")
-
-
-def _triple(values: tuple[float, ...] | float) -> tuple[float, float, float]:
-    values = (values,) if isinstance(values, (int, float)) else tuple(values)
-    return tuple(float(v) for v in (values * 3 if len(values) == 1 else values))  # type: ignore[return-value]
-
-
-def _convention_spec(overrides: InputOverrides, declared: int | None, convention: tuple[float, float]) -> InputSpec:
-    """Insightface's ArcFace convention, with flags taking precedence."""
-    size = overrides.input_size or declared or DEFAULT_SIZE
-    if overrides.input_size:
-        how = "flag"
-    else:
-        how = "graph" if declared else f"default {DEFAULT_SIZE} (graph side is dynamic)"
-    return InputSpec(
-        size=size,
-        mean=_triple(overrides.mean if overrides.mean is not None else convention[0]),
-        std=_triple(overrides.std if overrides.std is not None else convention[1]),
-        channel_order=overrides.channel_order or "RGB",
-        baseline=0.0,
-        source=f"insightface convention (size from {how})",
-    )
-
-
-def _facexai_spec(meta: ExportMetadata, overrides: InputOverrides, path: Path) -> InputSpec:
-    """The metadata's contract; flags that restate it are fine, flags that contradict it are refused.
-
-    Sizes, means and stds were range-checked by :meth:`ExportMetadata.from_props`.
-    """
-    raw = meta.input_format == "raw_pixels"
-    mean, std = (_triple(value) for value in meta.graph_normalisation)
-    stated = {
-        "input size": (overrides.input_size, meta.input_size),
-        "mean": (None if overrides.mean is None else _triple(overrides.mean), mean),
-        "std": (None if overrides.std is None else _triple(overrides.std), std),
-        "channel order": (overrides.channel_order, "RGB"),
-    }
-    for name, (flag, contract) in stated.items():
-        if flag is not None and flag != contract:
-            raw_note = " (its graph normalises raw pixels itself)" if raw and name in ("mean", "std") else ""
-            raise AuditModelError(
-                f"--{name.replace(' ', '-')} {flag} contradicts the facexai metadata of {path}, "
-                f"which says {contract}{raw_note}"
-            )
-    return InputSpec(meta.input_size, mean, std, "RGB", meta.input_mean if raw else 0.0, "facexai metadata")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -85,7 +86,8 @@ def masks_from_corners(top: np.ndarray, left: np.ndarray, patch_size: int, heigh
     """
     rows = (np.arange(height)[None, None, :] >= top[..., None]) & (np.arange(height) < top[..., None] + patch_size)
     cols = (np.arange(width)[None, None, :] >= left[..., None]) & (np.arange(width) < left[..., None] + patch_size)
-    hidden = (rows[:, :, :, None] & cols[:, :, None, :]).any(axis=1)
+    # numpy's stubs type any(axis=...) as "scalar or array"; with an axis it is an array
+    hidden = cast(np.ndarray, (rows[:, :, :, None] & cols[:, :, None, :]).any(axis=1))
     return (~hidden).astype(np.float32)
 
 

@@ -80,12 +80,15 @@ class TracedClassTarget(ClassTarget):
         self.labels = labels
 
     def __call__(self, output: Tensor) -> Tensor:
+        """The logit of each sample's class (N,), unchecked."""
         return output.gather(1, self.labels[:, None])[:, 0]
 
     def select(self, index: Tensor) -> TracedClassTarget:
+        """The labels of the samples in ``index``."""
         return TracedClassTarget(self.labels[index])
 
     def to(self, device: torch.device) -> TracedClassTarget:
+        """Itself: a traced graph has one device."""
         return self
 
 
@@ -97,9 +100,11 @@ class TracedSimilarityTarget(SimilarityTarget):
         self.mode = mode
 
     def select(self, index: Tensor) -> TracedSimilarityTarget:
+        """The partner embeddings of the samples in ``index``."""
         return TracedSimilarityTarget(self.reference[index], self.mode)
 
     def to(self, device: torch.device) -> TracedSimilarityTarget:
+        """Itself: a traced graph has one device."""
         return self
 
 
@@ -342,6 +347,7 @@ class BatchedGraph(nn.Module):
         self.graph_module = graph
 
     def forward(self, images: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """``(output, map[, similarity])`` of the whole batch."""
         return tuple(self.graph_module(images, target))
 
 
@@ -353,6 +359,8 @@ class PerSampleGraph(nn.Module):
         self.graph_module = graph
 
     def forward(self, images: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """``(output, map[, similarity])``, computed one sample at a time and stacked."""
+
         def step(carry: Tensor, sample: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
             outputs = self.graph_module(sample[0][None], sample[1][None])
             # scan forbids outputs aliasing inputs or each other

@@ -214,6 +214,8 @@ def explained_reference(
     """PyTorch reference of an explained graph, through the public ``explainer(model, ...)``."""
 
     def run(images: Tensor, target: Tensor | None) -> dict[str, Tensor]:
+        if target is None:
+            raise ValueError("an explained graph is checked with a target per image")
         with torch.no_grad():
             output = net(images)
         scored = SimilarityTarget(target) if task == "verification" else ClassTarget(target)
