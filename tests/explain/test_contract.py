@@ -202,7 +202,7 @@ def test_cuda_matches_cpu(name, images, models):
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match="Unknown explainer") as error:
         create_explainer("gradkam")
     assert all(name in str(error.value) for name in NAMES)
 
@@ -218,7 +218,7 @@ BAD_IMAGES = {
 @pytest.mark.parametrize("bad", list(BAD_IMAGES))
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_images_raise(name, bad, models):
-    with pytest.raises(ValueError, match="shape|NaN"):
+    with pytest.raises(ValueError, match=r"shape|NaN"):
         make(name)(models.classifier(), BAD_IMAGES[bad], ClassTarget(LABELS))
 
 
@@ -257,7 +257,7 @@ def positive_options(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name, option",
+    ("name", "option"),
     [(n, o) for n in NAMES for o in positive_options(n)] or [pytest.param(None, None)],
 )
 @pytest.mark.parametrize("value", [0, -1])

@@ -126,7 +126,7 @@ def test_fill_value_is_used_per_channel():
 
 
 @pytest.mark.parametrize(
-    "options, error, match",
+    ("options", "error", "match"),
     [
         ({"n_masks": 1}, ValueError, "at least 2"),
         ({"seed": 1.5}, TypeError, "seed"),

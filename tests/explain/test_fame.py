@@ -190,7 +190,7 @@ def test_epsilon_none_equals_independent_loop():
 # ---------------------------------------------------------------- linear model: closed form
 
 
-@pytest.mark.parametrize("size,kernel", [(32, 49), (16, 31)])  # 16 px: kernel truncated to 31
+@pytest.mark.parametrize(("size", "kernel"), [(32, 49), (16, 31)])  # 16 px: kernel truncated to 31
 def test_linear_model_closed_form(size, kernel):
     model, images, labels = Linear(size), randn(3, 3, size, size, seed=5), torch.tensor([0, 1, 2])
     iterations = 4
@@ -288,7 +288,7 @@ def test_hygiene_under_inference_mode():
 
 
 @pytest.mark.parametrize(
-    "options,error,match",
+    ("options", "error", "match"),
     [
         ({"iterations": 0}, ValueError, "iterations must be positive"),
         ({"iterations": 2.5}, TypeError, "iterations must be an integer"),
@@ -394,7 +394,7 @@ def reference_inputs(seed: int, count: int) -> list[torch.Tensor]:
         return [torch.randn(2, 3, 64, 64) for _ in range(count)]
 
 
-@pytest.mark.parametrize("kernel,key", [(49, "maps"), (1, "maps_unblurred")])
+@pytest.mark.parametrize(("kernel", "key"), [(49, "maps"), (1, "maps_unblurred")])
 def test_classification_matches_reference_code(kernel, key):
     fixture = torch.load(REFERENCE / "fame_classification.pt")
     seeds = fixture["seeds"]
@@ -409,7 +409,7 @@ def test_classification_matches_reference_code(kernel, key):
 
 
 @pytest.mark.parametrize("mode", ["similar", "dissimilar"])
-@pytest.mark.parametrize("kernel,suffix", [(49, ""), (1, "_unblurred")])
+@pytest.mark.parametrize(("kernel", "suffix"), [(49, ""), (1, "_unblurred")])
 def test_verification_matches_reference_code(mode, kernel, suffix):
     fixture = torch.load(REFERENCE / "fame_verification.pt")
     model = reference_embedder(fixture["seeds"]["embedder"])

@@ -153,7 +153,7 @@ def test_cosine_multipliers_are_exact_and_tend_to_the_gradient():
 
 
 @pytest.mark.parametrize(
-    "module, kind",
+    ("module", "kind"),
     [
         (nn.ReLU(inplace=True), "rescale"),
         (nn.PReLU(), "rescale"),
@@ -258,7 +258,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
-@pytest.mark.parametrize("arch, layer", [("vgg16", "features.29"), ("resnet50", "layer4")])
+@pytest.mark.parametrize(("arch", "layer"), [("vgg16", "features.29"), ("resnet50", "layer4")])
 def test_matches_reference_code(arch, layer):
     fixture = torch.load(REFERENCE / f"liftcam_{arch}.pt")
     model = reference_model(arch, fixture["model_seed"])

@@ -48,7 +48,7 @@ def test_pair_targets_embeds_in_eval_mode_without_touching_the_statistics():
 
 
 def test_explain_pairs_restores_every_modules_own_mode():
-    model, frozen = training_model_with_frozen_norms()
+    model, _frozen = training_model_with_frozen_norms()
     before = modes(model)
     explain_pairs(create_explainer("gradcam"), model, *pair_batches())
     assert modes(model) == before

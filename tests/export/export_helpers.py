@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,6 @@ def audit_in_fresh_process(args: list[str]) -> subprocess.CompletedProcess[str]:
     where ``sys.modules`` shows what the audit itself imported.
     """
     import os
-    import subprocess
     import sys
 
     code = (

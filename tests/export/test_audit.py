@@ -205,7 +205,7 @@ def test_audit_refuses_partial_metadata_and_classifier_models(pairs_file, faces_
     # some facexai keys but not all: a damaged contract is refused, not guessed around
     onnx.helper.set_model_props(model, {"facexai.format_version": "1", "facexai.version": "0"})
     onnx.save(model, str(foreign))
-    with pytest.raises(ValueError, match="not a facexai export.*facexai.task"):
+    with pytest.raises(ValueError, match=r"not a facexai export.*facexai.task"):
         run_audit(foreign, pairs_file, faces_root, tmp_path / "r", FAST)
     model = onnx.load(str(foreign))
     props = {

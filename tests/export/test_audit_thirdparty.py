@@ -225,7 +225,8 @@ def test_harmful_models_and_flags_are_refused_in_one_line(
         out = tmp_path / f"out{k}"
         assert audit_main(["--onnx", str(path), "--out", str(out), *base, *flags]) == 2, (path, flags)
         err = capsys.readouterr().err
-        assert phrase in err and len(err.strip().splitlines()) == 1, (phrase, err)
+        assert phrase in err, (phrase, err)
+        assert len(err.strip().splitlines()) == 1, (phrase, err)
         assert "Traceback" not in err
         assert not out.exists()
 

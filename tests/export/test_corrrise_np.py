@@ -31,8 +31,8 @@ def test_masks_are_unions_of_seeded_squares() -> None:
     top, left = rng.integers(0, 16, (40, 3)), rng.integers(0, 20, (40, 3))
     brute = np.ones((40, 20, 24), np.float32)
     for m in range(40):
-        for t, l in zip(top[m], left[m], strict=True):
-            brute[m, t : t + 5, l : l + 5] = 0
+        for t, left_column in zip(top[m], left[m], strict=True):
+            brute[m, t : t + 5, left_column : left_column + 5] = 0
     np.testing.assert_array_equal(keep, brute)
     hidden = (keep == 0).sum(axis=(1, 2))
     assert hidden.min() >= 25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from facexai.export import EXPORTABLE_EXPLAINERS, export_onnx, read_metadata
 from facexai.export.cli import EXPORT_EXPLAINERS
 from facexai.export.errors import ExportError
 from facexai.export.parity import check_parity, explained_reference, noise_floor, parity_images
+
+#: the parity tests log what they measured (shown by pytest for failures, or with --log-cli-level=INFO)
+LOG = logging.getLogger(__name__)
 
 
 def explained_run(path: Path, images: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
@@ -112,7 +116,7 @@ def test_other_explainers_verification_parity(name: str, verification_module, tm
     assert result.parity.worst <= 1e-4
     assert not result.parity.noise_floor
     diffs = verification_diffs(result.path, verification_module, create_explainer(name))
-    print(
+    LOG.info(
         f"{name} verification: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
         f"{ {k: float(v.max()) for k, v in diffs.items()} } on new faces"
     )
@@ -138,7 +142,7 @@ def test_other_explainers_classifier_parity(name: str, classifier_module, tmp_pa
     assert result.parity.worst <= 1e-4
     assert not result.parity.noise_floor
     diffs = classifier_diffs(result.path, classifier_module, create_explainer(name))
-    print(
+    LOG.info(
         f"{name} classifier: max |ONNX - PyTorch| {result.parity.max_abs_diff} at export, "
         f"{ {k: float(v.max()) for k, v in diffs.items()} } on new noise"
     )

@@ -71,7 +71,7 @@ def test_bad_task_and_format(verification_module, tmp_path: Path) -> None:
         export_onnx(verification_module, tmp_path / "m.onnx", input_format="bgr")
     with pytest.raises(ValueError, match="from 16 to 1024"):
         export_onnx(net, tmp_path / "m.onnx", input_size=8, task="classification")
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch.nn.Module"):
         export_onnx("model.ckpt", tmp_path / "m.onnx")
 
 
@@ -97,7 +97,7 @@ def test_config_rebuilds_module_and_refuses_foreign_classes(verification_module,
     for key, value in verification_module.state_dict().items():
         assert torch.equal(module.state_dict()[key], value)
     config.write_text("model:\n  class_path: os.system\n  init_args: {}\n")
-    with pytest.raises(ValueError, match="'os.system' is refused: only classes from facexai"):
+    with pytest.raises(ValueError, match=r"'os.system' is refused: only classes from facexai"):
         load_checkpoint(ckpt, config)
     config.write_text("model:\n  class_path: facexai.models.IResNet\n")
     with pytest.raises(ValueError, match="is not a ClassifierModule or VerificationModule"):
@@ -162,7 +162,7 @@ def test_help_texts() -> None:
 
 
 def test_layer_typo_gets_the_layer_error(verification_module, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Layer 'layer9' is not in .*Closest matches: layer4"):
+    with pytest.raises(ValueError, match=r"Layer 'layer9' is not in .*Closest matches: layer4"):
         export_onnx(
             verification_module, tmp_path / "m.onnx", explainer="gradcam", explainer_options={"target_layer": "layer9"}
         )

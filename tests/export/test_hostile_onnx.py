@@ -68,23 +68,23 @@ def test_bad_metadata_values_are_refused_by_name(key: str, value: str, message: 
 def test_verification_export_without_embedding_size_names_the_key(tmp_path: Path) -> None:
     """Before: the explained graph's probe fed a (2, 1) target and onnxruntime failed (or a TypeError)."""
     path = tiny_face_onnx(tmp_path / "noemb.onnx", explained=True, drop=("facexai.embedding_size",))
-    with pytest.raises(MetadataError, match="lacks facexai.embedding_size"):
+    with pytest.raises(MetadataError, match=r"lacks facexai.embedding_size"):
         read_metadata(path)
-    with pytest.raises(AuditModelError, match="lacks facexai.embedding_size"):
+    with pytest.raises(AuditModelError, match=r"lacks facexai.embedding_size"):
         OnnxFaceModel(path)
 
 
 @pytest.mark.parametrize("explained", [False, True])
 def test_input_size_must_match_the_graph(explained: bool, tmp_path: Path) -> None:
     path = tiny_face_onnx(tmp_path / "size.onnx", explained=explained, props={"facexai.input_size": "32"})
-    with pytest.raises(AuditModelError, match="facexai.input_size=32, but its graph takes 16x16"):
+    with pytest.raises(AuditModelError, match=r"facexai.input_size=32, but its graph takes 16x16"):
         OnnxFaceModel(path)
 
 
 def test_embedding_size_must_match_the_graph(tmp_path: Path) -> None:
     for explained in (False, True):
         path = tiny_face_onnx(tmp_path / "width.onnx", explained=explained, props={"facexai.embedding_size": "5"})
-        with pytest.raises(AuditModelError, match="facexai.embedding_size=5 .*3"):
+        with pytest.raises(AuditModelError, match=r"facexai.embedding_size=5 .*3"):
             OnnxFaceModel(path)
 
 
@@ -188,7 +188,7 @@ def test_a_failed_rewrite_keeps_the_previous_report(tmp_path: Path, monkeypatch)
     options = AuditOptions(steps=4, progress=False, corrrise=None)
     run_audit(model, pairs, root, out, options)
     before = {p.name: p.read_bytes() for p in [out / "report.json", out / "index.html", out / "pairs" / "00000_a.png"]}
-    write_text, save = Path.write_text, Image.Image.save
+    write_text = Path.write_text
 
     def half_text(self: Path, text: str, *args, **kwargs) -> int:
         write_text(self, text[: len(text) // 2], *args, **kwargs)
