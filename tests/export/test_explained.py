@@ -224,3 +224,25 @@ def test_untraceable_code_is_reported_with_its_line(monkeypatch) -> None:
     monkeypatch.setitem(explained.RAW_MAPS, "gradcam", branching)
     with pytest.raises(ValueError, match=r"gradcam.*tracing failed at .*test_explained\.py"):
         explained.trace_explained(create_explainer("gradcam", target_layer="1"), net, "classification", 16, 3)
+
+
+def test_exportability_is_declared_on_the_classes() -> None:
+    """No hand-kept list: each class says whether it exports and why not; subclasses inherit it."""
+    from facexai.explain import Explainer, exportable_explainers
+    from facexai.explain.gradcam import GradCAM
+    from facexai.export.explained import resolve_explainer
+
+    assert tuple(exportable_explainers()) == EXPORTABLE_EXPLAINERS
+
+    class TunedGradCAM(GradCAM):
+        pass
+
+    class Undeclared(Explainer):
+        def explain(self, model, images, target):
+            return images.mean(dim=1)
+
+    assert isinstance(resolve_explainer(TunedGradCAM("layer4")), TunedGradCAM)
+    with pytest.raises(ValueError, match="Undeclared' cannot be exported: it does not declare itself traceable"):
+        resolve_explainer(Undeclared())
+    with pytest.raises(ValueError, match=r"'fame' cannot be exported: its LOTS loop .*Exportable: fgcam"):
+        resolve_explainer("fame")
