@@ -91,11 +91,11 @@ def test_top_level_classes_must_be_lightning_classes(section: str, class_path: s
 
 def test_reexported_foreign_class_is_refused() -> None:
     """A class reachable through a facexai module but defined elsewhere is not facexai's."""
-    import facexai.evaluate_report as report  # imports matplotlib's Figure at module level
+    import facexai.evaluate.figures as report  # imports matplotlib's Figure at module level
 
     assert report.Figure.__module__.startswith("matplotlib")
     with pytest.raises(ConfigError, match="is refused"):
-        parse_spec({"class_path": "facexai.evaluate_report.Figure"}, "model")
+        parse_spec({"class_path": "facexai.evaluate.figures.Figure"}, "model")
 
 
 def test_nested_class_paths_only_name_nn_layers() -> None:
