@@ -54,7 +54,7 @@ def test_verification_fit_and_validate_log_pairs_and_score_e_plus_e_minus(tmp_pa
         images, target = pair_targets(model, batch["image_a"], batch["image_b"], mode)
         maps = create_explainer("gradcam")(model, images, target)
         torch.testing.assert_close(callback.last_maps["gradcam"][suffix], maps)
-        # e+ is scored by the cosine similarity, e- by 1 - cosine (METRICS.md).
+        # e+ is scored by the cosine similarity, e- by 1 - cosine (docs/metrics.md, score forms).
         score_fn = target_score_fn(model, target)
         deletion, insertion = deletion_insertion_curves(score_fn, images, maps, 4, with_index=True)
         assert float(logged[f"val/xai/gradcam/deletion_auc_{suffix}"]) == pytest.approx(

@@ -1,4 +1,4 @@
-"""Every registered metric follows the torchmetrics conventions of METRICS.md."""
+"""Every registered metric follows the torchmetrics conventions of docs/metrics.md (Conventions)."""
 
 from __future__ import annotations
 
