@@ -1,8 +1,10 @@
 """Timing and peak-memory measurement shared by the benchmark scripts.
 
 Timing: the median over ``repeats`` runs after ``warmup`` untimed runs. On CUDA every run is
-bracketed by CUDA events (after a ``torch.cuda.synchronize``), so asynchronous kernels are
-counted; on the CPU ``time.perf_counter``.
+bracketed by CUDA events recorded on the device's current stream, after a
+``torch.cuda.synchronize`` (nothing queued before the run is counted) and up to the end event's
+completion (every kernel the run queued is), on the device the run uses even when another one is
+current; on the CPU ``time.perf_counter``.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before the
 run. On the CPU ``tracemalloc`` does not see torch's allocations, so the peak resident set size
@@ -24,6 +26,8 @@ from pathlib import Path
 import torch
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
+#: device types :func:`check_device` accepts
+DEVICE_TYPES = ("cpu", "cuda")
 STATUS = Path("/proc/self/status")
 
 
@@ -93,15 +97,40 @@ class MemoryProbe:
         return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._base, 0)
 
 
+def check_device(name: str) -> torch.device:
+    """The device ``--device name`` asks for, or ``SystemExit`` with what is wrong (not a traceback).
+
+    Unknown names, CUDA on a machine without it and a CUDA index beyond the visible devices are
+    refused before any model is built.
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name!r}: not a device name; use one of {', '.join(DEVICE_TYPES)}") from None
+    if device.type not in DEVICE_TYPES:
+        raise SystemExit(f"--device {name!r}: the benchmarks run on {' or '.join(DEVICE_TYPES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'}); run on a GPU machine or use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SystemExit(f"--device {name}: only {count} CUDA device(s) are visible")
+    return device
+
+
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000.0
+        with torch.cuda.device(device):
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
     begin = time.perf_counter()
     fn()
     return time.perf_counter() - begin

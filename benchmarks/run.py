@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import compare  # noqa: E402
-from harness import measure, measure_against, memory_method  # noqa: E402
+from harness import check_device, measure, measure_against, memory_method  # noqa: E402
 
 from facexai.explain import ClassTarget, SimilarityTarget, Target, available_explainers, create_explainer  # noqa: E402
 from facexai.explain.base import explanation_mode  # noqa: E402
@@ -503,6 +503,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> tuple[Config, list[ModelSpec]]:
+    """Settings and models of the run; ``SystemExit`` with the reason for a bad device or model."""
+    args.device = str(check_device(args.device))
     specs = QUICK_MODELS if args.quick else FULL_MODELS
     if args.models:
         unknown = sorted(set(args.models) - {s.key for s in specs})

@@ -35,24 +35,55 @@ def _stencil(device: torch.device, dtype: torch.dtype) -> Tensor:
     return torch.tensor([[c, d, c], [d, 0.0, d], [c, d, c]], device=device, dtype=dtype).view(1, 1, 3, 3)
 
 
+class _Neighbours:
+    """The weighted sum of the 8 neighbours (the stencil), by shifted slices of a zero-bordered buffer.
+
+    The same sum as ``F.conv2d(x, _stencil(...), padding=1)`` (to float64 rounding), about 3x
+    faster on the CPU: a single-channel 3x3 convolution in float64 has no fast kernel there,
+    and it is what every conjugate-gradient iteration applies.
+    """
+
+    DIAGONAL = 1 / 12
+
+    def __init__(self, like: Tensor) -> None:
+        self.buffer = like.new_zeros(*like.shape[:-2], like.shape[-2] + 2, like.shape[-1] + 2)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        p = self.buffer
+        p[..., 1:-1, 1:-1] = x
+        # [[1, 2, 1], [2, 0, 2], [1, 2, 1]] / 12: the separable [1, 2, 1] x [1, 2, 1] less 4 x
+        rows = torch.add(p[..., :-2, :], p[..., 2:, :]).add_(p[..., 1:-1, :], alpha=2)
+        both = torch.add(rows[..., :-2], rows[..., 2:]).add_(rows[..., 1:-1], alpha=2)
+        return both.sub_(x, alpha=4).mul_(self.DIAGONAL)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-system inner products of (B, 1, H, W) tensors, shape (B, 1, 1, 1)."""
+    return torch.bmm(a.flatten(1).unsqueeze(1), b.flatten(1).unsqueeze(2)).view(-1, 1, 1, 1)
+
+
 def _batched_pcg(apply_a: Callable[[Tensor], Tensor], b: Tensor, diag: Tensor, tol: float, max_iter: int) -> Tensor:
-    """Jacobi-preconditioned CG on independent systems (B, 1, H, W); stops when all converge."""
+    """Jacobi-preconditioned CG on independent systems (B, 1, H, W); stops when all converge.
+
+    In-place updates: every iteration reads and writes whole (B, 1, H, W) float64 tensors, so
+    the number of passes over memory is its cost.
+    """
     x = torch.zeros_like(b)
     r = b.clone()
     z = r / diag
     p = z.clone()
-    rz = (r * z).sum(dim=(1, 2, 3), keepdim=True)
+    rz = _dot(r, z)
     b_norm = b.flatten(1).norm(dim=1).clamp(min=1e-30)
     for _ in range(max_iter):
         if (r.flatten(1).norm(dim=1) / b_norm).max() <= tol:
             break
         ap = apply_a(p)
-        alpha = rz / (p * ap).sum(dim=(1, 2, 3), keepdim=True).clamp(min=1e-30)
-        x = x + alpha * p
-        r = r - alpha * ap
-        z = r / diag
-        rz_next = (r * z).sum(dim=(1, 2, 3), keepdim=True)
-        p = z + (rz_next / rz.clamp(min=1e-30)) * p
+        alpha = rz / _dot(p, ap).clamp(min=1e-30)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
+        torch.div(r, diag, out=z)
+        rz_next = _dot(r, z)
+        p.mul_(rz_next / rz.clamp(min=1e-30)).add_(z)
         rz = rz_next
     return x
 
@@ -75,11 +106,13 @@ def linear_imputation(images: Tensor, removed: Tensor, tol: float = 1e-6, max_it
     unknown = removed.to(images.device).repeat_interleave(c, dim=0).unsqueeze(1).double()
     kernel = _stencil(images.device, torch.float64)
     degree = F.conv2d(torch.ones_like(values[:1]), kernel, padding=1).expand_as(values)
-    rhs = unknown * F.conv2d((1 - unknown) * values, kernel, padding=1)
+    neighbours = _Neighbours(values)
+    rhs = unknown * neighbours((1 - unknown) * values)
 
     def apply_a(x: Tensor) -> Tensor:
-        x = unknown * x
-        return unknown * (degree * x - F.conv2d(x, kernel, padding=1))
+        # x is a search direction of CG: zero wherever a pixel is kept (exactly, see _batched_pcg's
+        # updates from the masked right-hand side), so it needs no masking before the stencil.
+        return (degree * x).sub_(neighbours(x)).mul_(unknown)
 
     diag = torch.where(unknown > 0, degree, 1.0)
     solved = _batched_pcg(apply_a, rhs, diag, tol, max_iter or 10 * (h + w))
@@ -91,8 +124,19 @@ def noisy_linear_imputation(
 ) -> Tensor:
     """ROAD's imputation: :func:`linear_imputation` plus N(0, noise_std^2) on removed pixels."""
     filled = linear_imputation(images, removed)
-    noise = torch.randn(filled.shape, generator=generator, device="cpu").to(filled) * noise_std
+    noise = to_device(torch.randn(filled.shape, generator=generator, device="cpu"), filled) * noise_std
     return torch.where(removed.to(images.device).unsqueeze(1), filled + noise, filled)
+
+
+def to_device(host: Tensor, like: Tensor) -> Tensor:
+    """``host`` (made on the CPU: seeded noise that must not depend on the device) on ``like``'s device and dtype.
+
+    To CUDA from pinned memory without blocking: the copy is ordered before the kernels that read
+    it on the same stream, and the caching host allocator keeps the pinned buffer until it is done.
+    """
+    if like.device.type == "cuda":
+        return host.pin_memory().to(like.device, like.dtype, non_blocking=True)
+    return host.to(like)
 
 
 def removal_masks(maps: Tensor, percentages: Sequence[float], order: str) -> Tensor:
