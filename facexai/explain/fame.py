@@ -44,7 +44,11 @@ class FAME(Explainer):
     e-).
 
     Args:
-        iterations: number of LOTS steps (paper: 500; maps are stable from about 75-200).
+        iterations: number of LOTS steps (paper: 500). The paper reports maps stable from
+            about 75-200 steps; on trained face models here they keep changing until about 400
+            (Pearson to the 500-step map, median / min: 0.85-0.87 / 0.47-0.66 at 100 steps, 0.99 /
+            0.97 at 400; ``benchmarks/README.md``, "FAME's iteration budget"), so fewer steps
+            give a different map, not a noisier one.
         step_size: the largest per-pixel change of each step, in the units of the (normalised)
             input tensor; the paper uses 1/255. No clamping is applied.
         epsilon: per-sample early stop: a sample whose loss falls below ``epsilon`` is frozen
