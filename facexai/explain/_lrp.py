@@ -195,14 +195,36 @@ def batchnorm_mismatch(module: nn.modules.batchnorm._BatchNorm, inputs: Tensor) 
     """
     if module.running_mean is None or module.running_var is None:
         raise ValueError(f"{type(module).__name__} keeps no running statistics to compare with")
-    x = inputs.detach().float()
-    # per channel over batch and spatial dims in one pass, without copying the activations
-    var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
+    mean, var = _channel_moments(inputs.detach().float())
     running_var = module.running_var.float() + module.eps
     offset = (mean - module.running_mean.float()).abs() / running_var.sqrt()
     ratio = (var + module.eps) / running_var
     limit = BN_VARIANCE_RATIO
     return (offset > BN_OFFSET) | (ratio > limit) | (ratio < 1.0 / limit)
+
+
+#: E[x^2] - E[x]^2 loses the variance to float32 rounding where the mean is this many standard
+#: deviations from 0; such channels are recomputed exactly
+_CANCELLATION = 100.0
+
+
+def _channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (biased) variance of ``x`` (N, C, ...) over all other dimensions.
+
+    From sums and sums of squares along each (sample, channel) row, the two reductions the CPU
+    runs fastest: ``torch.var_mean`` over the batch and spatial dimensions took 8-9% of FG-CAM's
+    time on IResNet-50. Channels whose mean is over ``_CANCELLATION`` standard deviations from 0,
+    where that difference of sums would be rounding noise, get ``torch.var_mean``.
+    """
+    rows = x.reshape(x.shape[0], x.shape[1], -1)
+    count = rows.shape[0] * rows.shape[2]
+    mean = rows.sum(dim=2).sum(dim=0) / count
+    var = (torch.linalg.vector_norm(rows, dim=2).square().sum(dim=0) / count - mean.square()).clamp(min=0.0)
+    unsure = (mean.square() > _CANCELLATION**2 * var).nonzero().squeeze(1)
+    if unsure.numel():
+        exact_var, exact_mean = torch.var_mean(rows.index_select(1, unsure), dim=[0, 2], unbiased=False)
+        mean, var = mean.index_copy(0, unsure, exact_mean), var.index_copy(0, unsure, exact_var)
+    return mean, var
 
 
 def _check_map(name: str, role: str, output: object) -> Tensor:
