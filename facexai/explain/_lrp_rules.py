@@ -159,9 +159,19 @@ def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor, parts: Weigh
     Inputs after a ReLU (all >= 0) need only z = layer(x, W+); others go through
     :func:`signed_zplus_any`.
     """
-    if bool(inputs.min() >= 0):  # after a ReLU: x+ = x, x- = 0
+    if _non_negative(inputs):  # after a ReLU: x+ = x, x- = 0
         return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
     return signed_zplus_any(module, inputs, output, parts)
+
+
+def _non_negative(inputs: Tensor, head: int = 4096) -> bool:
+    """Whether every input is >= 0, reading the whole tensor only when its start has no negative.
+
+    Inputs after BatchNorm (IResNets) show a negative within their first few thousand values,
+    which spares a full reduction per layer (2% of the floor on IResNet-50 at batch 16).
+    """
+    flat = inputs.detach().reshape(-1) if inputs.is_contiguous() else inputs.detach()[:1].reshape(-1)
+    return bool(flat[:head].min() >= 0) and bool(inputs.min() >= 0)
 
 
 def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
@@ -274,15 +284,50 @@ def zbox(
     shape = (-1,) + (1,) * (inputs.dim() - 1)
     low = flat.amin(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
     high = flat.amax(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
+    bounds.append((low, high))
+    positive, negative = split_weight(module, "+", parts), split_weight(module, "-", parts)
+    if _is_plain(module) and _is_fusable(module):
+        return _PlainZBox.apply(inputs, low, high, positive, negative, (module, output))
     weight = detached_weight(module)
     plain = _without_bias(module, output) if _is_plain(module) else _apply(module, weight, inputs)
-    contributions = (
-        plain
-        - _apply(module, split_weight(module, "+", parts), low)
-        - _apply(module, split_weight(module, "-", parts), high)
-    )
-    bounds.append((low, high))
+    contributions = plain - _apply(module, positive, low) - _apply(module, negative, high)
     return ratio_output(output, contributions)
+
+
+class _PlainZBox(torch.autograd.Function):
+    """:func:`zbox` of a plain convolution or linear layer as one autograd node.
+
+    Forward: ``output``'s value; the scale ``output / z``. Backward, with s = grad * scale:
+    g_x = W^T s, g_B = -W+^T s and g_H = -W-^T s = W+^T s - W^T s, so two transposed products
+    instead of three (the third convolution of the 3-channel image layer cost about 2.5% of
+    the floor on IResNet-50), and no full-size negations of the subtractions' gradients.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        inputs: Tensor,
+        low: Tensor,
+        high: Tensor,
+        positive: Tensor,
+        negative: Tensor,
+        layer: tuple[nn.Module, Tensor],
+    ) -> Tensor:
+        module, output = layer
+        output = output.detach()
+        contributions = _without_bias(module, output) - _plain_forward(module, low, positive)
+        contributions.sub_(_plain_forward(module, high, negative))
+        ctx.module = module
+        ctx.save_for_backward(inputs, detached_weight(module), positive, safe_divide(output, contributions))
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
+        inputs, weight, positive, scale = ctx.saved_tensors
+        signal = grad * scale
+        through_w = _plain_input_grad(ctx.module, signal, inputs, weight)
+        through_positive = _plain_input_grad(ctx.module, signal, inputs, positive)
+        return through_w, through_positive.neg(), through_positive - through_w, None, None, None
 
 
 def is_concrete(tensor: Tensor) -> bool:
