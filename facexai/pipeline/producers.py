@@ -4,9 +4,11 @@ A metric class declares the kind of its ``update`` arguments (``inputs``, see
 :mod:`facexai.metrics.inputs`); the producer of that kind makes them. Per-view producers read a
 :class:`ViewSource` (images, maps, the view's score and the batch's masks); the perturbation
 passes they share are computed once per view: deletion and insertion curves of the same steps
-in one batched pass, the clean, kept and deleted scores of the confidence metrics in another.
-Pair producers read a :class:`PairSource` (the probes' e+ maps, both faces, genuine/impostor
-labels). A producer returns ``None`` when the batch lacks what it needs (e.g. masks).
+in one batched pass, the kept and deleted scores of the confidence metrics in another (whose
+clean score is the curves' first point when the view has curves, not a second forward of the
+clean image). Pair producers read a :class:`PairSource` (the probes' e+ maps, both faces,
+genuine/impostor labels); its deletion and insertion curves of the same steps also come from
+one pass. A producer returns ``None`` when the batch lacks what it needs (e.g. masks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from facexai.metrics.functional import (
     masked_scores,
     perturbation_curves,
     road_curves,
+    verification_deletion_insertion_curves,
     verification_perturbation_curves,
 )
 
@@ -65,8 +68,7 @@ class ViewSource:
         """Deletion or insertion curves (N, steps + 1), joint with a planned partner of the same steps."""
         key = (mode, steps, baseline)
         if key not in self._curves:
-            other = "insertion" if mode == "deletion" else "deletion"
-            partner = next((b for m, s, b in self.planned if m == other and s == steps), None)
+            partner = _partner(self.planned, mode, steps)
             if partner is None:
                 self._curves[key] = perturbation_curves(
                     self.score_fn, self.images, self.maps, steps, baseline, mode, self.chunk_size, with_index=True
@@ -76,15 +78,29 @@ class ViewSource:
                 both = deletion_insertion_curves(
                     self.score_fn, self.images, self.maps, steps, *bases, self.chunk_size, with_index=True
                 )
-                for curve_mode, base, curves in zip(("deletion", "insertion"), bases, both, strict=True):
-                    self._curves[(curve_mode, steps, base)] = curves
+                self._curves.update(_joint_keys(steps, bases, both))
         return self._curves[key]
 
     def masked(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Clean, map-kept and map-deleted scores (N,) each, from one pass."""
+        """Clean, map-kept and map-deleted scores (N,) each, from one pass.
+
+        With curves planned, the clean score is their clean point (deletion's first, insertion's
+        last), computed anyway, so the clean images are not forwarded a second time.
+        """
         if self._masked is None:
-            self._masked = masked_scores(self.score_fn, self.images, self.maps, self.chunk_size, with_index=True)
+            clean = self._clean_from_curves()
+            self._masked = masked_scores(
+                self.score_fn, self.images, self.maps, self.chunk_size, with_index=True, clean=clean
+            )
         return self._masked
+
+    def _clean_from_curves(self) -> Tensor | None:
+        """The clean scores (N,) from the first planned curves, or None when no curve is planned."""
+        if not self.planned:
+            return None
+        mode, steps, baseline = self.planned[0]
+        curves = self.curves(mode, steps, baseline)
+        return curves[:, 0] if mode == "deletion" else curves[:, -1]
 
 
 @dataclass
@@ -106,6 +122,43 @@ class PairSource:
     maps: Tensor
     issame: Tensor
     chunk_size: int
+    planned: list[tuple[str, int, str]] = field(default_factory=list)
+    _curves: dict[tuple[str, int, str], Tensor] = field(default_factory=dict)
+
+    def plan(self, metrics: Iterable[Any]) -> None:
+        """Note the pair curves the metrics will ask for, so deletion and insertion share one pass."""
+        self.planned = [(m.mode, m.steps, m.baseline) for m in metrics if m.inputs == kinds.PAIR_CURVES]
+
+    def curves(self, mode: str, steps: int, baseline: str) -> Tensor:
+        """Pair curves (M, steps + 1) of ``mode``, joint with a planned partner of the same steps."""
+        key = (mode, steps, baseline)
+        if key not in self._curves:
+            interleaved = torch.stack([self.probes, self.partners], dim=1).flatten(0, 1)
+            partner = _partner(self.planned, mode, steps)
+            if partner is None:
+                self._curves[key] = verification_perturbation_curves(
+                    self.model, interleaved, self.maps, steps, mode, baseline, self.chunk_size
+                )
+            else:
+                bases = (baseline, partner) if mode == "deletion" else (partner, baseline)
+                both = verification_deletion_insertion_curves(
+                    self.model, interleaved, self.maps, steps, *bases, self.chunk_size
+                )
+                self._curves.update(_joint_keys(steps, bases, both))
+        return self._curves[key]
+
+
+def _partner(planned: list[tuple[str, int, str]], mode: str, steps: int) -> str | None:
+    """Baseline of a planned curve of the other mode with the same steps (one pass makes both), or None."""
+    other = "insertion" if mode == "deletion" else "deletion"
+    return next((b for m, s, b in planned if m == other and s == steps), None)
+
+
+def _joint_keys(steps: int, bases: tuple[str, str], both: tuple[Tensor, Tensor]) -> dict[tuple[str, int, str], Tensor]:
+    """Cache entries of a joint pass: (mode, steps, baseline) -> curves, deletion then insertion."""
+    return {
+        (mode, steps, base): curves for mode, base, curves in zip(("deletion", "insertion"), bases, both, strict=True)
+    }
 
 
 def _curves(source: ViewSource, metric: Any) -> UpdateArgs:
@@ -147,10 +200,7 @@ def _road(source: ViewSource, metric: Any) -> UpdateArgs:
 
 
 def _pair_curves(source: PairSource, metric: Any) -> UpdateArgs:
-    interleaved = torch.stack([source.probes, source.partners], dim=1).flatten(0, 1)
-    curves = verification_perturbation_curves(
-        source.model, interleaved, source.maps, metric.steps, metric.mode, metric.baseline, source.chunk_size
-    )
+    curves = source.curves(metric.mode, metric.steps, metric.baseline)
     return curves, source.issame.to(curves.device)
 
 

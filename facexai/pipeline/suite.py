@@ -135,7 +135,9 @@ class MetricSuite:
             return
         probes, partners = inputs.images[:n][keep], inputs.images[n:][keep]
         source = PairSource(model, probes, partners, pos_maps[:n][keep], inputs.issame[keep], self.chunk_size)
-        for key, entry, metric in self._candidates(label, None, PAIR_PRODUCERS, inputs.images.device):
+        metrics = self._candidates(label, None, PAIR_PRODUCERS, inputs.images.device)
+        source.plan(metric for _, _, metric in metrics)
+        for key, entry, metric in metrics:
             args = PAIR_PRODUCERS[metric.inputs](source, metric)
             if args is not None:
                 self._store(key, entry, metric)

@@ -2,7 +2,8 @@
 
 Model-dependent (take a ``score_fn`` or ``embed_fn``, return plain tensors):
 :func:`perturbation_curves`, :func:`deletion_insertion_curves`, :func:`masked_scores`,
-:func:`verification_perturbation_curves`, :func:`road_curves`. Everything else maps tensors to
+:func:`verification_perturbation_curves`, :func:`verification_deletion_insertion_curves`,
+:func:`road_curves`. Everything else maps tensors to
 tensors and shares its private ``_update`` / ``_compute`` helpers with the class of the same name.
 """
 
@@ -25,6 +26,7 @@ from facexai.metrics.functional.pairs import (
     split_pairs,
     verification_accuracy_curve,
     verification_deletion_auc,
+    verification_deletion_insertion_curves,
     verification_insertion_auc,
     verification_perturbation_curves,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "target_score_fn",
     "verification_accuracy_curve",
     "verification_deletion_auc",
+    "verification_deletion_insertion_curves",
     "verification_insertion_auc",
     "verification_metrics",
     "verification_perturbation_curves",

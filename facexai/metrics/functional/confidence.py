@@ -43,6 +43,7 @@ def masked_scores(
     maps: Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     with_index: bool = False,
+    clean: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Clean, map-kept and map-deleted scores in one chunked pass.
 
@@ -53,14 +54,19 @@ def masked_scores(
         maps: explanations in [0, 1], (N, H, W) or (N, 1, H, W).
         chunk_size: images per ``score_fn`` call.
         with_index: pass the sample index of each image to ``score_fn``.
+        clean: the clean scores s(x) (N,) when the caller has them already (a deletion curve's
+            first point is the clean image): then only the kept and deleted images are scored.
 
     Returns:
         ``(Y, O, D)``: s(x), s(x * E), s(x * (1 - E)), each (N,).
     """
     maps = check_images_maps(images, maps).unsqueeze(1)
     n = len(images)
-    kind = torch.arange(3, device=images.device).repeat_interleave(n)  # 0 clean, 1 keep, 2 delete
-    sample = torch.arange(n, device=images.device).repeat(3)
+    if clean is not None and clean.shape != (n,):
+        raise ValueError(f"clean must have one score per image ({n},), got {tuple(clean.shape)}")
+    first = 0 if clean is None else 1  # kinds scored: 0 clean, 1 keep, 2 delete
+    kind = torch.arange(first, 3, device=images.device).repeat_interleave(n)
+    sample = torch.arange(n, device=images.device).repeat(3 - first)
 
     def build(jobs: Tensor) -> Tensor:
         s, k = sample[jobs], kind[jobs].view(-1, 1, 1, 1)
@@ -68,6 +74,8 @@ def masked_scores(
         return images[s] * weight
 
     scores = score_in_chunks(score_fn, build, sample, chunk_size, with_index)
+    if clean is not None:
+        scores = torch.cat([clean.detach().to(scores), scores])
     return scores[:n], scores[n : 2 * n], scores[2 * n :]
 
 
