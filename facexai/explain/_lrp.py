@@ -37,6 +37,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from facexai.explain._lrp_rules import (
+    FoldableRule,
+    PendingRules,
     WeightParts,
     ZPlusRule,
     is_concrete,
@@ -57,6 +59,9 @@ BN_VARIANCE_RATIO = 4.0
 #: calibrated IResNets on faces measure 0.000, random running statistics 0.70-0.98 (see
 #: :func:`batchnorm_mismatch` and docs/explainers.md)
 BN_MISMATCH_SHARE = 0.25
+#: fold an element-wise rule (BatchNorm) into the rule of the convolution whose output it reads
+#: (:class:`~facexai.explain._lrp_rules.FoldableRule`); False keeps every rule its own node
+FOLD_ELEMENTWISE = True
 
 
 def rule_kind(module: nn.Module) -> FGRule | None:
@@ -94,6 +99,9 @@ class RelevanceTape:
         #: W+, W-, |W| of the layers crossed, for this pass only (see
         #: :func:`~facexai.explain._lrp_rules.split_weight`)
         self.weight_parts: WeightParts = {}
+        #: rules of the last layers whose own scale is deferred until the next module starts
+        #: (see :class:`~facexai.explain._lrp_rules.FoldableRule`)
+        self.pending: PendingRules = []
         self.activations: Tensor | None = None
         self.cam_leaf: Tensor | None = None
 
@@ -102,6 +110,29 @@ class RelevanceTape:
         if self.activations is None or self.cam_leaf is None:
             raise ValueError(f"target_layer {self.cam_layer!r} was not called during the forward pass")
         return self.activations, self.cam_leaf
+
+    def settle(self, keep: object = None) -> None:
+        """Compute the deferred own scales, except that of the rule whose result is ``keep``.
+
+        Called as each module starts (``keep``: the input of an element-wise rule, which may fold
+        the rule that made it) and when the CAM layer has run, so that an in-place module
+        (``ReLU(inplace=True)`` after a VGG convolution) never finds a deferred output.
+        """
+        remaining = []
+        for result, rule in self.pending:
+            if result is keep:
+                remaining.append((result, rule))
+            else:
+                rule.resolve()
+        self.pending = remaining
+
+    def claim(self, inputs: Tensor) -> FoldableRule | None:
+        """The deferred rule whose result is ``inputs``, removed from the pending ones."""
+        for index, (result, rule) in enumerate(self.pending):
+            if result is inputs:
+                del self.pending[index]
+                return rule
+        return None
 
     def mismatch_share(self) -> tuple[float, int]:
         """(share of mismatched channels, channels checked) over the BatchNorms the walk crossed."""
@@ -168,16 +199,33 @@ def _rule_hooks(module: nn.Module, kind: str, tape: RelevanceTape) -> list[Remov
     return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
 
 
+def _settle_hook(module: nn.Module, tape: RelevanceTape) -> RemovableHandle:
+    """A pre-hook computing the deferred scales that this module's call will not fold."""
+    foldable = rule_kind(module) == "elementwise"
+
+    def pre_hook(mod: nn.Module, args: tuple) -> None:
+        if tape.pending and not tape.busy:
+            tape.settle(args[0] if foldable and args else None)
+
+    return module.register_forward_pre_hook(pre_hook)
+
+
 def _apply_rule(module: nn.Module, kind: str, inputs: Tensor, output: Tensor, tape: RelevanceTape) -> Tensor | None:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and is_concrete(inputs):
         if module.running_mean is not None and module.running_var is not None:
             tape.mismatched.append(batchnorm_mismatch(module, inputs))
     if kind == "linear":
         if inputs is tape.image:
-            return zbox(module, inputs, output, tape.bounds, tape.weight_parts)
-        return tape.zplus(module, inputs, output, tape.weight_parts)
+            return zbox(module, inputs, output, tape.bounds, tape.weight_parts, tape.pending)
+        return tape.zplus(module, inputs, output, tape.weight_parts, tape.pending)
     if output.shape != inputs.shape:
         return None  # not element-wise after all: keep the ordinary gradient
+    rule = tape.claim(inputs) if FOLD_ELEMENTWISE else None
+    if rule is not None:
+        folded = rule.fold(output)
+        if folded is not None:
+            return folded
+        rule.resolve()  # its output was modified in place: no fold, the rule recomputes it
     return ratio_output(output, inputs)
 
 
@@ -258,6 +306,7 @@ def _cam_hook(tape: RelevanceTape) -> Callable:
                 f"target_layer {tape.cam_layer!r} runs more than once per forward pass (a shared "
                 "module); FG-CAM needs a layer called once, e.g. the enclosing block"
             )
+        tape.settle()  # the region ends here: nothing later folds
         tape.activations, tape.finished, tape.active = output, True, False
         tape.cam_leaf = output.detach().requires_grad_(True)
         return tape.cam_leaf.clone()  # the head may work in place; the leaf must stay a leaf
@@ -293,6 +342,8 @@ def relevance_pass(
     handles: list[RemovableHandle] = []
     try:
         for module in model.modules():
+            handles.append(_settle_hook(module, tape))
+        for module in model.modules():
             kind = rule_kind(module)
             if kind is not None:
                 handles += _rule_hooks(module, kind, tape)
@@ -304,4 +355,5 @@ def relevance_pass(
     finally:
         for handle in handles:
             handle.remove()
+        tape.settle()
         tape.weight_parts.clear()  # the recorded graph keeps what the backward needs

@@ -133,7 +133,7 @@ def _is_plain(module: nn.Module) -> bool:
 
 
 def _is_fusable(module: nn.Module) -> bool:
-    """A plain layer whose backward :class:`_SignedPlainZPlus` can call itself.
+    """A plain layer whose backward :class:`FoldableRule` can call itself.
 
     A convolution's backward takes numeric zero padding only, not other padding modes or
     ``padding="same"``; those keep the composition of autograd nodes.
@@ -153,28 +153,53 @@ def _without_bias(module: nn.Module, output: Tensor) -> Tensor:
     return output - bias.detach().view((-1,) + (1,) * (output.dim() - 2))
 
 
-def signed_zplus(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
+def signed_zplus(
+    module: nn.Module,
+    inputs: Tensor,
+    output: Tensor,
+    parts: WeightParts | None = None,
+    pending: PendingRules | None = None,
+) -> Tensor:
     """z+ rule generalised to signed inputs (FG-CAM): z = layer(x+, W+) + layer(x-, W-).
 
     Inputs after a ReLU (all >= 0) need only z = layer(x, W+); others go through
-    :func:`signed_zplus_any`.
+    :func:`signed_zplus_any`. ``pending``: see :class:`FoldableRule`.
     """
-    if _non_negative(inputs):  # after a ReLU: x+ = x, x- = 0
-        return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
-    return signed_zplus_any(module, inputs, output, parts)
+    if not _non_negative(inputs):
+        return signed_zplus_any(module, inputs, output, parts, pending)
+    positive = split_weight(module, "+", parts)
+    if _is_plain(module) and _is_fusable(module):  # after a ReLU: x+ = x, x- = 0
+        denominator = _plain_forward(module, inputs.detach(), positive)  # z = layer(x, W+)
+        return FoldableRule("zplus", module, inputs, output, denominator, (positive,)).apply(pending)
+    return ratio_output(output, _apply(module, positive, inputs))
+
+
+#: autograd nodes whose output is >= 0 wherever it is a number (see :func:`_non_negative`)
+_NON_NEGATIVE_NODES = frozenset({"ReluBackward0", "ReluBackward1"})
 
 
 def _non_negative(inputs: Tensor, head: int = 4096) -> bool:
     """Whether every input is >= 0, reading the whole tensor only when its start has no negative.
 
-    Inputs after BatchNorm (IResNets) show a negative within their first few thousand values,
-    which spares a full reduction per layer (2% of the floor on IResNet-50 at batch 16).
+    A tensor whose last writer is a ReLU (its ``grad_fn``; an in-place op after the ReLU would
+    have replaced it) is >= 0 without reading it: the full reduction this spares was 1% of
+    FG-CAM on ResNet-50. (A NaN there is NaN on either path.) Inputs after BatchNorm (IResNets)
+    show a negative within their first few thousand values, which spares a full reduction per
+    layer (2% of the floor on IResNet-50 at batch 16).
     """
+    if type(inputs.grad_fn).__name__ in _NON_NEGATIVE_NODES:
+        return True
     flat = inputs.detach().reshape(-1) if inputs.is_contiguous() else inputs.detach()[:1].reshape(-1)
     return bool(flat[:head].min() >= 0) and bool(inputs.min() >= 0)
 
 
-def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: WeightParts | None = None) -> Tensor:
+def signed_zplus_any(
+    module: nn.Module,
+    inputs: Tensor,
+    output: Tensor,
+    parts: WeightParts | None = None,
+    pending: PendingRules | None = None,
+) -> Tensor:
     """The signed z+ rule for inputs of any sign, without branching on their values.
 
     For a plain convolution or linear layer (a convolution after BatchNorm, as in the IResNets)
@@ -187,6 +212,7 @@ def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: W
     output; the LRP-epsilon idea). Other layers compute both products.
 
     Also the form the ONNX export traces (value branches cannot be traced symbolically).
+    ``pending``: see :class:`FoldableRule`.
     """
     if not _is_plain(module):
         contributions = _apply(module, split_weight(module, "+", parts), inputs.clamp(min=0))
@@ -195,49 +221,176 @@ def signed_zplus_any(module: nn.Module, inputs: Tensor, output: Tensor, parts: W
         return ratio_output(output, contributions)
     magnitude_weight = split_weight(module, "abs", parts)
     if _is_fusable(module):
-        return _SignedPlainZPlus.apply(inputs, magnitude_weight, (module, output))
+        denominator = _signed_denominator(module, inputs, output.detach(), magnitude_weight)
+        weights = (detached_weight(module), magnitude_weight)
+        return FoldableRule("signed", module, inputs, output, denominator, weights).apply(pending)
     magnitude = _apply(module, magnitude_weight, inputs.abs())
     contributions = 0.5 * (_without_bias(module, output) + magnitude)
     resolved = (ZPLUS_RESOLUTION * magnitude.detach()).lt_(contributions.detach())  # 1.0 / 0.0
     return ratio_output(output, contributions, contributions.detach() * resolved)
 
 
-class _SignedPlainZPlus(torch.autograd.Function):
-    """:func:`signed_zplus_any` of a plain convolution or linear layer as one autograd node.
+def _signed_denominator(module: nn.Module, inputs: Tensor, output: Tensor, magnitude_weight: Tensor) -> Tensor:
+    """2 z = layer(x, W) + layer(|x|, |W|) where z is resolved, 0 elsewhere (:func:`signed_zplus_any`).
 
-    Forward: ``output``'s value; the scale ``output / (2 z)`` with 2 z = layer(x, W) +
-    layer(|x|, |W|), 0 where z is unresolved (module docstring of :func:`signed_zplus_any`).
-    Backward: with s = grad * scale, ``W^T s + sign(x) |W|^T s`` to x.
+    The factor 1/2 of z moves into the scale (output / 2 z), exactly, being a power of two.
+    """
+    magnitude = _plain_forward(module, inputs.detach().abs(), magnitude_weight)  # layer(|x|, |W|)
+    threshold = magnitude * (2 * ZPLUS_RESOLUTION)
+    doubled = magnitude.add_(_without_bias(module, output))  # 2 z
+    resolved = threshold.lt_(doubled)  # 1.0 where z > ZPLUS_RESOLUTION * layer(|x|, |W|)
+    return doubled.mul_(resolved)
 
-    The same numbers as the composition of ``ratio_output`` with autograd's abs, add and
-    convolution nodes (the factor 1/2 of z moves from z into the scale, exactly, being a power
-    of two), in about a third of the element-wise passes and without their temporaries: on
-    IResNet-50 these passes, not the convolutions, made FG-CAM's excess over the rule's floor.
+
+#: the rules of one relevance pass whose scale is not computed yet, with the tensor each returned
+#: (see :class:`FoldableRule`)
+PendingRules = list[tuple[Tensor, "FoldableRule"]]
+
+
+class FoldableRule:
+    """The rule of one plain convolution or linear layer, run as a single autograd node.
+
+    Three kinds, each with its denominator d and transposed products (s = gradient * scale):
+
+    - ``"zplus"`` (inputs >= 0, after a ReLU): d = z = layer(x, W+); W+^T s back.
+    - ``"signed"`` (:func:`signed_zplus_any`): d = 2 z where z is resolved, else 0;
+      W^T s + sign(x) |W|^T s back, which is W+^T s on x+ and W-^T s on x-.
+    - ``"zbox"`` (:func:`zbox`): d = z = layer(x, W) - layer(B, W+) - layer(H, W-); back
+      g_x = W^T s, g_B = -W+^T s, g_H = -W-^T s = W+^T s - W^T s (two products, not three).
+
+    One node instead of autograd's abs, add, multiply and convolution nodes (which made six more
+    full-size passes), calling ``aten.convolution_backward`` itself.
+
+    **Folding the next element-wise rule.** The layer's own scale is ``output / d``. An
+    element-wise rule right after it (BatchNorm in eval mode, an activation) has the scale
+    ``y / output``, y its output, so the chain gives g_z = g_y * (y / output) * (output / d).
+    :meth:`fold` builds a second node of this rule with the scale ``y / d`` in one division and
+    one backward product instead of two each (53 BatchNorms on ResNet-50), returning y's value;
+    the layer's own node stays in the graph for any other reader of its output, and autograd
+    sums both at x. The fold is exact except where the layer's output is exactly 0 while y and
+    d are not (the chain gives 0 there, 0/0 := 0), or where ``y / output`` exceeds
+    :func:`safe_divide`'s cap (the chain drops it) while ``y / d`` does not; both need exact
+    cancellation or bias-only outputs. (LRP rules: Montavon et al., "Layer-Wise Relevance
+    Propagation: An Overview", 2019; FG-CAM, arXiv 2303.09171.)
+
+    Because the fold is decided only when the element-wise layer runs, the own scale is deferred
+    (:meth:`apply` with ``pending``): :meth:`resolve` computes it when the next module starts
+    without folding (the relevance pass's pre-hooks), and after a fold only if the backward pass
+    reaches the own node. The output's ``_version`` guards both: if the layer's output was
+    modified in place in between (``out += identity`` written right after a convolution), the
+    fold is refused and the own scale comes from the layer recomputed on its (saved,
+    version-checked) input, never from the modified values. Tracing (ONNX export) never
+    defers.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        module: nn.Module,
+        inputs: Tensor,
+        output: Tensor,
+        denominator: Tensor,
+        weights: tuple[Tensor, ...],
+        bounds: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.module = module
+        self.inputs = inputs
+        self.bounds = bounds
+        self.weights = weights
+        #: the layer's output while its own scale may still need it; None once it does not
+        self.output: Tensor | None = output.detach()
+        self.denominator: Tensor | None = denominator
+        self.version: int | None = None  # the output's _version when deferred
+        self.scale: Tensor | None = None  # the own scale, once computed
+
+    def apply(self, pending: PendingRules | None = None) -> Tensor:
+        """The node with the layer's own scale: now, or deferred into ``pending`` (see class)."""
+        assert self.output is not None
+        result = _RuleNode.apply((self, self.output, None), self.inputs, *(self.bounds or (None, None)))
+        if pending is None or not is_concrete(self.inputs):
+            self.resolve()
+        else:
+            self.version = self.output._version
+            pending.append((result, self))
+        return result
+
+    def fold(self, value: Tensor) -> Tensor | None:
+        """A node of this rule with the scale ``value / d`` and ``value``'s value (see class).
+
+        None if the layer's output was modified in place since the forward pass made it, or the
+        rule no longer keeps its denominator (resolved before the element-wise layer ran).
+        """
+        if self.denominator is None or self.output is None or self.output._version != self.version:
+            return None
+        scale = safe_divide(value.detach(), self.denominator)
+        self.output = None  # the own scale, if ever needed, recomputes the output (rare)
+        return _RuleNode.apply((self, value, scale), self.inputs, *(self.bounds or (None, None)))
+
+    def resolve(self) -> None:
+        """Compute the own scale now; keep nothing the fold would need."""
+        if self.scale is None:
+            self.own_scale()
+        self.output = self.denominator = None
+
+    def own_scale(self) -> Tensor:
+        """``output / d`` (0/0 := 0), from the output as the layer made it."""
+        if self.scale is not None:
+            return self.scale
+        assert self.denominator is not None
+        output = self.output
+        if output is None or (self.version is not None and output._version != self.version):
+            with torch.no_grad():  # modified in place since: the layer's own forward again
+                output = type(self.module).forward(self.module, self.inputs.detach())
+        if self.kind == "signed":
+            # |output| <= layer(|x|, |W|) < z / ZPLUS_RESOLUTION where z is resolved, so only the
+            # division by 0 of unresolved entries needs zeroing, not safe_divide's range test
+            self.scale = (output / self.denominator).nan_to_num_(0.0, 0.0, 0.0)
+        else:
+            self.scale = safe_divide(output, self.denominator)
+        return self.scale
+
+    def input_grads(self, signal: Tensor, inputs: Tensor, weights: list[Tensor]) -> tuple[Tensor | None, ...]:
+        """The gradients of x (and of B and H for z^B) for ``signal`` = gradient * scale."""
+        module = self.module
+        if self.kind == "zplus":
+            return _plain_input_grad(module, signal, inputs, weights[0]), None, None
+        through_w = _plain_input_grad(module, signal, inputs, weights[0])
+        through_second = _plain_input_grad(module, signal, inputs, weights[1])
+        if self.kind == "signed":
+            return through_w.addcmul_(inputs.sgn(), through_second), None, None
+        return through_w, through_second.neg(), through_second - through_w
+
+
+class _RuleNode(torch.autograd.Function):
+    """The autograd node of a :class:`FoldableRule`: a value forward, transposed products back.
+
+    Forward: the layer's output, or the folded element-wise layer's. Backward: the rule's
+    transposed products of gradient * scale, the rule's own scale (computed on demand) or a
+    folded one. The value arrives wrapped in a tuple, as in :class:`_Rescaled`, so the result is
+    a detached alias, not a view.
     """
 
     @staticmethod
-    def forward(ctx: Any, inputs: Tensor, magnitude_weight: Tensor, layer: tuple[nn.Module, Tensor]) -> Tensor:
-        module, output = layer
-        output = output.detach()
-        magnitude = _plain_forward(module, inputs.abs(), magnitude_weight)  # layer(|x|, |W|)
-        threshold = magnitude * (2 * ZPLUS_RESOLUTION)
-        doubled = magnitude.add_(_without_bias(module, output))  # 2 z
-        resolved = threshold.lt_(doubled)  # 1.0 where z > ZPLUS_RESOLUTION * layer(|x|, |W|)
-        # Unresolved entries divide by 0 (inf or NaN, zeroed below); resolved ones are bounded,
-        # |output| <= layer(|x|, |W|) < z / ZPLUS_RESOLUTION, so safe_divide's range test has
-        # nothing left to drop.
-        scale = (output / doubled.mul_(resolved)).nan_to_num_(0.0, 0.0, 0.0)
-        ctx.module = module
-        ctx.save_for_backward(inputs, detached_weight(module), magnitude_weight, scale)
-        return output
+    def forward(
+        ctx: Any,
+        held: tuple[FoldableRule, Tensor, Tensor | None],
+        inputs: Tensor,
+        low: Tensor | None,
+        high: Tensor | None,
+    ) -> Tensor:
+        rule, value, scale = held
+        ctx.rule, ctx.own = rule, scale is None
+        ctx.save_for_backward(inputs, *rule.weights, *(() if scale is None else (scale,)))
+        return value.detach()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        inputs, weight, magnitude_weight, scale = ctx.saved_tensors
-        signal = grad * scale
-        through_w = _plain_input_grad(ctx.module, signal, inputs, weight)
-        through_abs = _plain_input_grad(ctx.module, signal, inputs, magnitude_weight)
-        return through_w.addcmul_(inputs.sgn(), through_abs), None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        inputs, *saved = ctx.saved_tensors
+        rule: FoldableRule = ctx.rule
+        weights = saved[: len(rule.weights)]
+        scale = rule.own_scale() if ctx.own else saved[-1]
+        return (None, *rule.input_grads(grad * scale, inputs, weights))
 
 
 def _plain_forward(module: nn.Module, inputs: Tensor, weight: Tensor) -> Tensor:
@@ -263,7 +416,7 @@ def _plain_input_grad(module: nn.Module, signal: Tensor, inputs: Tensor, weight:
 
 #: the signature of :func:`signed_zplus` and :func:`signed_zplus_any`: which one a relevance pass
 #: uses is the caller's choice (the ONNX export traces the branch-free one)
-ZPlusRule = Callable[[nn.Module, Tensor, Tensor, "WeightParts | None"], Tensor]
+ZPlusRule = Callable[[nn.Module, Tensor, Tensor, "WeightParts | None", "PendingRules | None"], Tensor]
 
 
 def zbox(
@@ -272,13 +425,14 @@ def zbox(
     output: Tensor,
     bounds: list[tuple[Tensor, Tensor]],
     parts: WeightParts | None = None,
+    pending: PendingRules | None = None,
 ) -> Tensor:
     """z^B rule for the layer that reads the image: z = layer(x, W) - layer(B, W+) - layer(H, W-).
 
     B and H are the per-sample minimum and maximum of the normalised input (global scalars, as
     in the FG-CAM reference code), held as leaves in ``bounds`` so that the input relevance
     ``x * g_x + B * g_B + H * g_H`` (Euler's theorem for z, linear in x, B and H) can be read off
-    their gradients.
+    their gradients (Montavon et al. 2019). ``pending``: see :class:`FoldableRule`.
     """
     flat = inputs.detach().flatten(1)
     shape = (-1,) + (1,) * (inputs.dim() - 1)
@@ -286,48 +440,15 @@ def zbox(
     high = flat.amax(dim=1).view(shape).expand_as(inputs).clone().requires_grad_(True)
     bounds.append((low, high))
     positive, negative = split_weight(module, "+", parts), split_weight(module, "-", parts)
-    if _is_plain(module) and _is_fusable(module):
-        return _PlainZBox.apply(inputs, low, high, positive, negative, (module, output))
     weight = detached_weight(module)
+    if _is_plain(module) and _is_fusable(module):
+        denominator = _without_bias(module, output.detach()) - _plain_forward(module, low.detach(), positive)
+        denominator.sub_(_plain_forward(module, high.detach(), negative))
+        rule = FoldableRule("zbox", module, inputs, output, denominator, (weight, positive), (low, high))
+        return rule.apply(pending)
     plain = _without_bias(module, output) if _is_plain(module) else _apply(module, weight, inputs)
     contributions = plain - _apply(module, positive, low) - _apply(module, negative, high)
     return ratio_output(output, contributions)
-
-
-class _PlainZBox(torch.autograd.Function):
-    """:func:`zbox` of a plain convolution or linear layer as one autograd node.
-
-    Forward: ``output``'s value; the scale ``output / z``. Backward, with s = grad * scale:
-    g_x = W^T s, g_B = -W+^T s and g_H = -W-^T s = W+^T s - W^T s, so two transposed products
-    instead of three (the third convolution of the 3-channel image layer cost about 2.5% of
-    the floor on IResNet-50), and no full-size negations of the subtractions' gradients.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        inputs: Tensor,
-        low: Tensor,
-        high: Tensor,
-        positive: Tensor,
-        negative: Tensor,
-        layer: tuple[nn.Module, Tensor],
-    ) -> Tensor:
-        module, output = layer
-        output = output.detach()
-        contributions = _without_bias(module, output) - _plain_forward(module, low, positive)
-        contributions.sub_(_plain_forward(module, high, negative))
-        ctx.module = module
-        ctx.save_for_backward(inputs, detached_weight(module), positive, safe_divide(output, contributions))
-        return output
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
-        inputs, weight, positive, scale = ctx.saved_tensors
-        signal = grad * scale
-        through_w = _plain_input_grad(ctx.module, signal, inputs, weight)
-        through_positive = _plain_input_grad(ctx.module, signal, inputs, positive)
-        return through_w, through_positive.neg(), through_positive - through_w, None, None, None
 
 
 def is_concrete(tensor: Tensor) -> bool:
