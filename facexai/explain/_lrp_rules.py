@@ -176,9 +176,13 @@ def signed_zplus(
     if not _non_negative(inputs):
         return signed_zplus_any(module, inputs, output, parts, pending)
     if _is_plain(module) and _is_fusable(module):  # after a ReLU: x+ = x, x- = 0
-        shrunk = split_weight(module, "+/K", parts)  # W+ * RATIO_SHRINK
-        denominator = _plain_forward(module, inputs.detach(), shrunk)  # z * RATIO_SHRINK, exactly
-        return FoldableRule("zplus", module, inputs, output, denominator, (shrunk,)).apply(pending)
+        # shrinking W+ (one more pass over the weights) pays where it spares three passes over a
+        # larger output: early layers, large batches (see RATIO_SHRINK)
+        shrink = 3 * output.numel() > detached_weight(module).numel()
+        positive = split_weight(module, "+/K" if shrink else "+", parts)
+        denominator = _plain_forward(module, inputs.detach(), positive)  # z (* RATIO_SHRINK)
+        rule = FoldableRule("zplus", module, inputs, output, denominator, (positive,), shrunk=shrink)
+        return rule.apply(pending)
     return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
 
 
@@ -260,13 +264,14 @@ class FoldableRule:
 
     Three kinds, each with its denominator d and transposed products (s = gradient * scale):
 
-    - ``"zplus"`` (inputs >= 0, after a ReLU): d = z = layer(x, W+); W+^T s back. Here both
-      z and W+ are held times :data:`RATIO_SHRINK` = 2**-62, so the scale is the ratio times
-      2**62 and its range test comes free with the zeroing of non-finite entries (two passes
-      instead of five; the cap becomes 2**66 = 7.4e19 instead of 1e20); the backward product
-      with W+ * 2**-62 gives the same bits as W+^T s with the unshrunk scale, each product being
-      the same real number (multiplication by powers of two is exact outside float32's
-      subnormal range, which z would reach only below 5e-20).
+    - ``"zplus"`` (inputs >= 0, after a ReLU): d = z = layer(x, W+); W+^T s back. Where the
+      output is over a third of the weight's size, z and W+ are held times
+      :data:`RATIO_SHRINK` = 2**-62: the scale is then the ratio times 2**62 and its range test
+      comes free with the zeroing of non-finite entries (two passes instead of five; the cap
+      becomes 2**66 = 7.4e19 instead of 1e20), and the backward product with W+ * 2**-62 gives
+      the same bits as W+^T s with the unshrunk scale, each product being the same real number
+      (multiplication by powers of two is exact outside float32's subnormal range, which z
+      would reach only below 5e-20).
     - ``"signed"`` (:func:`signed_zplus_any`): d = 2 z where z is resolved, else 0;
       W^T s + sign(x) |W|^T s back, which is W+^T s on x+ and W-^T s on x-.
     - ``"zbox"`` (:func:`zbox`): d = z = layer(x, W) - layer(B, W+) - layer(H, W-); back
@@ -307,8 +312,10 @@ class FoldableRule:
         denominator: Tensor,
         weights: tuple[Tensor, ...],
         bounds: tuple[Tensor, Tensor] | None = None,
+        shrunk: bool = False,
     ) -> None:
         self.kind = kind
+        self.shrunk = shrunk  # d and the weights are held times RATIO_SHRINK
         self.module = module
         self.inputs = inputs
         self.bounds = bounds
@@ -369,11 +376,11 @@ class FoldableRule:
     def _divide(self, numerator: Tensor) -> Tensor:
         """``numerator / d``, 0 where d is 0 or the ratio out of range (see :func:`safe_divide`).
 
-        For ``"zplus"`` d is z * RATIO_SHRINK: the quotient is the ratio times 2**62, and one
+        Where d is z * RATIO_SHRINK the quotient is the ratio times 2**62, and one
         ``nan_to_num_`` zeroes 0/0, x/0 and the ratios above 2**66 that overflowed.
         """
         assert self.denominator is not None
-        if self.kind == "zplus":
+        if self.shrunk:
             return (numerator / self.denominator).nan_to_num_(0.0, 0.0, 0.0)
         return safe_divide(numerator, self.denominator)
 

@@ -17,8 +17,9 @@ import torchvision
 from torch import Tensor, nn
 
 import facexai.explain._lrp as lrp
+import facexai.explain._lrp_rules as rules
 from facexai.explain import ClassTarget, SimilarityTarget, create_explainer
-from facexai.explain._lrp_rules import FoldableRule, PendingRules, signed_zplus
+from facexai.explain._lrp_rules import RATIO_SHRINK, FoldableRule, PendingRules, safe_divide, signed_zplus
 from facexai.explain.targets import Target
 from tests.thirdparty.arcface_torch import face_batch, make_arcface_model
 
@@ -221,3 +222,37 @@ def test_explain_at_a_hidden_layer_folds_below_the_cam_layer_only(monkeypatch, f
     assert len(folds) == 10  # layer3 and layer4: 2 blocks x 2 convolutions + 1 downsample each
     unfolded(monkeypatch)
     assert_same_maps(maps, raw_maps(model, images, target, target_layer="layer4", explain_at="layer2"))
+
+
+def test_shrunk_scale_drops_what_safe_divide_drops():
+    """z+ scales held times 2**62 (RATIO_SHRINK) zero 0/0, x/0 and ratios above 2**66 in one
+    ``nan_to_num_``; scaled back they are safe_divide's bits (1e19 kept, 1e21 dropped)."""
+    z = torch.tensor([1.0, 1e-19, 1e-21, 0.0, 3.0, 0.0, 7e-3])
+    numerator = torch.tensor([3.0, 1.0, 1.0, 1.0, -4.0, 0.0, 0.1])
+    rule = FoldableRule("zplus", nn.Conv2d(1, 1, 1), z, numerator, z * RATIO_SHRINK, (), shrunk=True)
+    scaled = rule.own_scale() * RATIO_SHRINK
+    expected = safe_divide(numerator, z)
+    assert torch.equal(scaled.abs(), expected.abs())
+    assert expected[1] == 1e19
+    assert expected[2] == 0
+
+
+def test_fused_zplus_matches_the_composition_shrunk_or_not(monkeypatch):
+    """The z+ node after ReLUs (``explain``, not the traced form) against autograd's composition,
+    with W+ shrunk in the early layers (outputs larger than weights) and not in layer4."""
+    shrunk: list[bool] = []
+    original = FoldableRule.apply
+
+    def spy(rule: FoldableRule, pending: PendingRules | None = None) -> Tensor:
+        if rule.kind == "zplus":
+            shrunk.append(rule.shrunk)
+        return original(rule, pending)
+
+    monkeypatch.setattr(FoldableRule, "apply", spy)
+    torch.manual_seed(0)
+    model = calibrated(torchvision.models.resnet18(num_classes=10), 64)
+    images, target = torch.randn(2, 3, 64, 64), ClassTarget([1, 7])
+    fused = raw_maps(model, images, target)
+    assert set(shrunk) == {True, False}
+    monkeypatch.setattr(rules, "_is_fusable", lambda module: False)
+    assert_same_maps(fused, raw_maps(model, images, target))
