@@ -14,6 +14,9 @@ of that pass, g_t being the gradient in the modified graph:
   keeps its output's value but gets the gradient of z scaled by ``output / z`` (0/0 := 0), see
   :mod:`facexai.explain._lrp_rules`; with z = the module's own input (BatchNorm and its shift, SiLU, GELU
   and other element-wise activations, channel-attention gates) this passes R through unchanged;
+  an element-wise rule that reads a convolution's output is folded into the convolution's rule
+  (one scale y / z instead of y / output and output / z, see
+  :class:`~facexai.explain._lrp_rules.FoldableRule`; ``FOLD_ELEMENTWISE`` switches it off);
 - ops left untouched keep their ordinary gradient, and ordinary gradient x input already *is* the
   ratio rule for positively homogeneous, bias-free ops: a residual add y = a + b splits
   R_y into a * g_y and b * g_y (the a / (a + b) split, never dividing by a small a + b), max-pool
