@@ -23,13 +23,6 @@ _CONV_FUNCTIONS = {
     nn.Conv2d.forward: nn.functional.conv2d,
     nn.Conv3d.forward: nn.functional.conv3d,
 }
-#: W+ of the z+ rule after a ReLU is stored times this power of two (exact), so that z comes out
-#: as z * RATIO_SHRINK and a division by it gives output / z times 2**62: ratios above 2**66
-#: (7.4e19, :func:`safe_divide`'s cap is 1e20) overflow to inf, which ``nan_to_num_`` zeroes
-#: with the 0/0 and x/0 entries, two passes instead of safe_divide's five; the backward
-#: products with W+ * RATIO_SHRINK undo the factor, bit for bit in float32's normal range
-#: (see :class:`FoldableRule`)
-RATIO_SHRINK = 2.0**-62
 #: z+ of signed inputs below this fraction of layer(|x|, |W|) counts as zero (float resolution)
 ZPLUS_RESOLUTION = 1e-5
 
@@ -124,7 +117,6 @@ def split_weight(module: nn.Module, part: str, parts: WeightParts | None = None)
 
 _WEIGHT_PARTS: dict[str, Callable[[Tensor], Tensor]] = {
     "+": lambda w: w.clamp(min=0),
-    "+/K": lambda w: w.clamp(min=0).mul_(RATIO_SHRINK),  # see RATIO_SHRINK
     "-": lambda w: w.clamp(max=0),
     "abs": torch.abs,
 }
@@ -185,12 +177,9 @@ def signed_zplus(
     if not _non_negative(inputs):
         return signed_zplus_any(module, inputs, output, parts, pending)
     if _is_plain(module) and _is_fusable(module):  # after a ReLU: x+ = x, x- = 0
-        # shrinking W+ (one more pass over the weights) pays where it spares three passes over a
-        # larger output: early layers, large batches (see RATIO_SHRINK)
-        shrink = 3 * output.numel() > detached_weight(module).numel()
-        positive = split_weight(module, "+/K" if shrink else "+", parts)
-        denominator = _plain_forward(module, inputs.detach(), positive)  # z (* RATIO_SHRINK)
-        rule = FoldableRule("zplus", module, inputs, output, denominator, (positive,), shrunk=shrink)
+        positive = split_weight(module, "+", parts)
+        denominator = _plain_forward(module, inputs.detach(), positive)  # z
+        rule = FoldableRule("zplus", module, inputs, output, denominator, (positive,))
         return rule.apply(pending)
     return ratio_output(output, _apply(module, split_weight(module, "+", parts), inputs))
 
@@ -273,14 +262,7 @@ class FoldableRule:
 
     Three kinds, each with its denominator d and transposed products (s = gradient * scale):
 
-    - ``"zplus"`` (inputs >= 0, after a ReLU): d = z = layer(x, W+); W+^T s back. Where the
-      output is over a third of the weight's size, z and W+ are held times
-      :data:`RATIO_SHRINK` = 2**-62: the scale is then the ratio times 2**62 and its range test
-      comes free with the zeroing of non-finite entries (two passes instead of five; the cap
-      becomes 2**66 = 7.4e19 instead of 1e20), and the backward product with W+ * 2**-62 gives
-      the same bits as W+^T s with the unshrunk scale, each product being the same real number
-      (multiplication by powers of two is exact outside float32's subnormal range, which z
-      would reach only below 5e-20).
+    - ``"zplus"`` (inputs >= 0, after a ReLU): d = z = layer(x, W+); W+^T s back.
     - ``"signed"`` (:func:`signed_zplus_any`): d = 2 z where z is resolved, else 0;
       W^T s + sign(x) |W|^T s back, which is W+^T s on x+ and W-^T s on x-.
     - ``"zbox"`` (:func:`zbox`): d = z = layer(x, W) - layer(B, W+) - layer(H, W-); back
@@ -321,10 +303,8 @@ class FoldableRule:
         denominator: Tensor,
         weights: tuple[Tensor, ...],
         bounds: tuple[Tensor, Tensor] | None = None,
-        shrunk: bool = False,
     ) -> None:
         self.kind = kind
-        self.shrunk = shrunk  # d and the weights are held times RATIO_SHRINK
         self.module = module
         self.inputs = inputs
         self.bounds = bounds
@@ -383,14 +363,8 @@ class FoldableRule:
         return self.scale
 
     def _divide(self, numerator: Tensor) -> Tensor:
-        """``numerator / d``, 0 where d is 0 or the ratio out of range (see :func:`safe_divide`).
-
-        Where d is z * RATIO_SHRINK the quotient is the ratio times 2**62, and one
-        ``nan_to_num_`` zeroes 0/0, x/0 and the ratios above 2**66 that overflowed.
-        """
+        """``numerator / d``, 0 where d is 0 or the ratio out of range (see :func:`safe_divide`)."""
         assert self.denominator is not None
-        if self.shrunk:
-            return (numerator / self.denominator).nan_to_num_(0.0, 0.0, 0.0)
         return safe_divide(numerator, self.denominator)
 
     def input_grads(self, signal: Tensor, inputs: Tensor, weights: list[Tensor]) -> tuple[Tensor | None, ...]:
