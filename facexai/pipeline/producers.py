@@ -33,6 +33,8 @@ from facexai.metrics.functional import (
 #: per-view curve kinds and the perturbation mode that makes them
 CURVE_MODES = {kinds.DELETION_CURVES: "deletion", kinds.INSERTION_CURVES: "insertion"}
 UpdateArgs = tuple[Tensor, ...] | None
+#: (mode, steps, baseline) of one kind of deletion/insertion curves
+CurveKey = tuple[str, int, str]
 
 
 @dataclass
@@ -56,8 +58,8 @@ class ViewSource:
     mean: Sequence[float]
     std: Sequence[float]
     chunk_size: int
-    planned: list[tuple[str, int, str]] = field(default_factory=list)
-    _curves: dict[tuple[str, int, str], Tensor] = field(default_factory=dict)
+    planned: list[CurveKey] = field(default_factory=list)
+    _curves: dict[CurveKey, Tensor] = field(default_factory=dict)
     _masked: tuple[Tensor, Tensor, Tensor] | None = None
 
     def plan(self, metrics: Iterable[Any]) -> None:
@@ -66,20 +68,17 @@ class ViewSource:
 
     def curves(self, mode: str, steps: int, baseline: str) -> Tensor:
         """Deletion or insertion curves (N, steps + 1), joint with a planned partner of the same steps."""
-        key = (mode, steps, baseline)
-        if key not in self._curves:
-            partner = _partner(self.planned, mode, steps)
-            if partner is None:
-                self._curves[key] = perturbation_curves(
-                    self.score_fn, self.images, self.maps, steps, baseline, mode, self.chunk_size, with_index=True
-                )
-            else:
-                bases = (baseline, partner) if mode == "deletion" else (partner, baseline)
-                both = deletion_insertion_curves(
-                    self.score_fn, self.images, self.maps, steps, *bases, self.chunk_size, with_index=True
-                )
-                self._curves.update(_joint_keys(steps, bases, both))
-        return self._curves[key]
+        return _joint_or_single(
+            self._curves,
+            self.planned,
+            (mode, steps, baseline),
+            lambda: perturbation_curves(
+                self.score_fn, self.images, self.maps, steps, baseline, mode, self.chunk_size, with_index=True
+            ),
+            lambda bases: deletion_insertion_curves(
+                self.score_fn, self.images, self.maps, steps, *bases, self.chunk_size, with_index=True
+            ),
+        )
 
     def masked(self) -> tuple[Tensor, Tensor, Tensor]:
         """Clean, map-kept and map-deleted scores (N,) each, from one pass.
@@ -122,8 +121,8 @@ class PairSource:
     maps: Tensor
     issame: Tensor
     chunk_size: int
-    planned: list[tuple[str, int, str]] = field(default_factory=list)
-    _curves: dict[tuple[str, int, str], Tensor] = field(default_factory=dict)
+    planned: list[CurveKey] = field(default_factory=list)
+    _curves: dict[CurveKey, Tensor] = field(default_factory=dict)
 
     def plan(self, metrics: Iterable[Any]) -> None:
         """Note the pair curves the metrics will ask for, so deletion and insertion share one pass."""
@@ -131,30 +130,53 @@ class PairSource:
 
     def curves(self, mode: str, steps: int, baseline: str) -> Tensor:
         """Pair curves (M, steps + 1) of ``mode``, joint with a planned partner of the same steps."""
-        key = (mode, steps, baseline)
-        if key not in self._curves:
-            interleaved = torch.stack([self.probes, self.partners], dim=1).flatten(0, 1)
-            partner = _partner(self.planned, mode, steps)
-            if partner is None:
-                self._curves[key] = verification_perturbation_curves(
-                    self.model, interleaved, self.maps, steps, mode, baseline, self.chunk_size
-                )
-            else:
-                bases = (baseline, partner) if mode == "deletion" else (partner, baseline)
-                both = verification_deletion_insertion_curves(
-                    self.model, interleaved, self.maps, steps, *bases, self.chunk_size
-                )
-                self._curves.update(_joint_keys(steps, bases, both))
-        return self._curves[key]
+        return _joint_or_single(
+            self._curves,
+            self.planned,
+            (mode, steps, baseline),
+            lambda: verification_perturbation_curves(
+                self.model, self._interleaved(), self.maps, steps, mode, baseline, self.chunk_size
+            ),
+            lambda bases: verification_deletion_insertion_curves(
+                self.model, self._interleaved(), self.maps, steps, *bases, self.chunk_size
+            ),
+        )
+
+    def _interleaved(self) -> Tensor:
+        """A0, B0, A1, B1, ...: the layout the verification curve functions read."""
+        return torch.stack([self.probes, self.partners], dim=1).flatten(0, 1)
 
 
-def _partner(planned: list[tuple[str, int, str]], mode: str, steps: int) -> str | None:
+def _joint_or_single(
+    cache: dict[CurveKey, Tensor],
+    planned: list[CurveKey],
+    key: CurveKey,
+    single: Callable[[], Tensor],
+    joint: Callable[[tuple[str, str]], tuple[Tensor, Tensor]],
+) -> Tensor:
+    """Curves of ``key`` = (mode, steps, baseline) from ``cache``, else computed and cached.
+
+    With a planned curve of the other mode and the same steps, ``joint((deletion baseline,
+    insertion baseline))`` makes both in one pass and both are cached; otherwise ``single()``.
+    """
+    if key not in cache:
+        mode, steps, baseline = key
+        partner = _partner(planned, mode, steps)
+        if partner is None:
+            cache[key] = single()
+        else:
+            bases = (baseline, partner) if mode == "deletion" else (partner, baseline)
+            cache.update(_joint_keys(steps, bases, joint(bases)))
+    return cache[key]
+
+
+def _partner(planned: list[CurveKey], mode: str, steps: int) -> str | None:
     """Baseline of a planned curve of the other mode with the same steps (one pass makes both), or None."""
     other = "insertion" if mode == "deletion" else "deletion"
     return next((b for m, s, b in planned if m == other and s == steps), None)
 
 
-def _joint_keys(steps: int, bases: tuple[str, str], both: tuple[Tensor, Tensor]) -> dict[tuple[str, int, str], Tensor]:
+def _joint_keys(steps: int, bases: tuple[str, str], both: tuple[Tensor, Tensor]) -> dict[CurveKey, Tensor]:
     """Cache entries of a joint pass: (mode, steps, baseline) -> curves, deletion then insertion."""
     return {
         (mode, steps, base): curves for mode, base, curves in zip(("deletion", "insertion"), bases, both, strict=True)
