@@ -83,6 +83,11 @@ def test_placeholder_only_for_strided_2d_convolutions_with_onednn(monkeypatch):
     conv1d = nn.Conv1d(16, 8, 3, stride=2)
     assert _channels_last_placeholder(conv1d, torch.randn(1, 16, 9)) is None
     assert _channels_last_placeholder(CONVS[0], inputs) is not None
+    # a 3x3 weight larger than x would be converted on every call: plain; a 1x1 weight never is
+    wide = nn.Conv2d(64, 64, 3, stride=2, padding=1)  # 36,864 weights
+    assert _channels_last_placeholder(wide, torch.randn(1, 64, 20, 20)) is None  # 25,600 inputs
+    assert _channels_last_placeholder(wide, torch.randn(2, 64, 20, 20)) is not None
+    assert _channels_last_placeholder(nn.Conv2d(64, 64, 1, stride=2), torch.randn(1, 64, 4, 4)) is not None
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     assert _channels_last_placeholder(CONVS[0], inputs) is None
 
