@@ -257,3 +257,42 @@ def test_fused_zplus_matches_the_composition(monkeypatch):
     assert len(zplus) >= 16  # ResNet-18: every convolution after a ReLU took the node
     monkeypatch.setattr(rules, "_is_fusable", lambda module: False)
     assert_same_maps(fused, raw_maps(model, images, target))
+
+
+@pytest.mark.parametrize("kind", ["zplus", "signed", "zbox", "zbox_grouped"])
+def test_a_dropped_denominator_is_recomputed_as_the_rule_made_it(kind):
+    """A fold drops the rule's denominator; its own node, if reached, recomputes it from the
+    saved input and weights, equal to the one the rule function computed."""
+    torch.manual_seed(7)
+    channels = 3 if kind.startswith("zbox") else 4
+    conv = nn.Conv2d(channels, 6, 3, padding=1, groups=3 if kind == "zbox_grouped" else 1)
+    x = torch.randn(2, channels, 9, 9)
+    pending: PendingRules = []
+    if kind == "zplus":
+        x = x.relu()
+        rules.signed_zplus(conv, x, conv(x), None, pending)
+    elif kind == "signed":
+        rules.signed_zplus_any(conv, x, conv(x), None, pending)
+    else:
+        x.requires_grad_(True)
+        rules.zbox(conv, x, conv(x), [], None, pending)
+    ((_, rule),) = pending
+    assert rule.kind == kind.removesuffix("_grouped")
+    assert rule.denominator is not None
+    assert torch.equal(rule._denominator(conv(x).detach()), rule.denominator)
+
+
+def test_a_fold_keeps_no_activation_sized_tensor_in_the_rule(monkeypatch):
+    kept: list[FoldableRule] = []
+    original = FoldableRule.fold
+
+    def spy(rule: FoldableRule, value: Tensor) -> Tensor | None:
+        kept.append(rule)
+        return original(rule, value)
+
+    monkeypatch.setattr(FoldableRule, "fold", spy)
+    torch.manual_seed(3)
+    model = calibrated(ConvNorm("plain"), 16)
+    raw_maps(model, torch.randn(2, 3, 16, 16), ClassTarget([0, 2]), target_layer="head")
+    assert len(kept) == 2
+    assert all(rule.denominator is None and rule.output is None and rule.scale is None for rule in kept)
