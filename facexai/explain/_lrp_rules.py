@@ -284,8 +284,8 @@ class FoldableRule:
     recomputes d from its saved input and weights. The fold is exact except where the layer's
     output is exactly 0 while y and d are not (the chain gives 0 there, 0/0 := 0), or where
     ``y / output`` exceeds :func:`safe_divide`'s cap (the chain drops it) while ``y / d`` does
-    not; both need exact cancellation or bias-only outputs. (LRP rules: Montavon et al., "Layer-Wise Relevance
-    Propagation: An Overview", 2019; FG-CAM, arXiv 2303.09171.)
+    not; both need exact cancellation or bias-only outputs. (LRP rules: Montavon et al.,
+    "Layer-Wise Relevance Propagation: An Overview", 2019; FG-CAM, arXiv 2303.09171.)
 
     Because the fold is decided only when the element-wise layer runs, the own scale is deferred
     (:meth:`apply` with ``pending``): :meth:`resolve` computes it when the next module starts
@@ -342,10 +342,10 @@ class FoldableRule:
         return _RuleNode.apply((self, value, scale), self.inputs, *(self.bounds or (None, None)))
 
     def resolve(self) -> None:
-        """Compute the own scale now; keep nothing the fold would need."""
+        """Compute the own scale now (which drops d); keep nothing the fold would need."""
         if self.scale is None:
             self.own_scale()
-        self.output = self.denominator = None
+        self.output = None
 
     def own_scale(self) -> Tensor:
         """``output / d`` (0/0 := 0), from the output as the layer made it."""
